@@ -1,10 +1,8 @@
-//go:build !linux
-
 package shm
 
 import "errors"
 
-// Placeholder until the port for this system lands.
+// Placeholder until the windows port lands.
 
 type osSegment struct{}
 
