@@ -11,7 +11,7 @@ import "sync"
 // ID names one process for its whole life.
 type ID struct {
 	PID   uint32 // the operating system's process id (on Windows, divided by 4)
-	Start uint32 // a tag of the process's start time, never 0
+	Start uint32 // a 24-bit tag of the process's start time, never 0
 }
 
 var self struct {
@@ -26,10 +26,16 @@ func Self() ID {
 	return self.id
 }
 
-// tag folds a start time into 32 bits, never 0 (0 means "no owner" in the
-// words that store it).
+// TagBits is the width of a start tag: narrow enough that a tag and a PID
+// fit in the reader slots of shm.RWMutex with a count beside them. Two
+// processes that had the same PID are told apart unless their start times
+// agree in these bits (a chance of one in 16 million).
+const TagBits = 24
+
+// tag folds a start time into TagBits bits, never 0 (0 means "no owner" in
+// the words that store it).
 func tag(start uint64) uint32 {
-	t := uint32(start) ^ uint32(start>>32)
+	t := (uint32(start) ^ uint32(start>>32) ^ uint32(start>>TagBits)) & (1<<TagBits - 1)
 	if t == 0 {
 		t = 1
 	}
@@ -48,3 +54,4 @@ func Alive(id ID) bool {
 	}
 	return alive(id)
 }
+
