@@ -54,4 +54,3 @@ func Alive(id ID) bool {
 	}
 	return alive(id)
 }
-
