@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"github.com/go-shm/shm/internal/proc"
 )
@@ -19,17 +20,20 @@ import (
 // processes agree on a path rather than on a segment name:
 //
 //	shm-link 1
-//	name <segment name>
+//	name "<segment name, Go-quoted>"
 //	pid <creator pid>
 //	start <creator start tag>
 //
-// It is written to a temporary name in the same directory and then hard
-// linked into place with link(2), which fails if the path exists: a reader
-// never sees a half-written link, and of several creators exactly one wins.
-// The creator's identity (PID and start-time tag, see internal/proc) lets
-// anyone tell a live link from a stale one. Replacing a stale link happens
-// under an exclusive lock on the old link file, re-checked after the lock
-// is taken, so two processes never replace the same stale link twice.
+// It is published in one step that fails if the path exists: on Linux an
+// unnamed O_TMPFILE is written and then given the path with linkat(2);
+// elsewhere a temporary file beside the path is written and hard-linked
+// into place with link(2), then removed. A reader never sees a half-written
+// link, of several creators exactly one wins, and (on Linux) a crash leaves
+// no temporary file behind. The creator's identity (PID and start-time tag,
+// see internal/proc) lets anyone tell a live link from a stale one.
+// Replacing or removing a link happens under an exclusive flock on the link
+// file, re-checked after the lock is taken, so two processes never replace
+// the same stale link twice, and a link is never followed through a symlink.
 
 const (
 	linkMagic   = "shm-link 1"
@@ -38,15 +42,19 @@ const (
 
 // LinkInfo is what a link file says.
 type LinkInfo struct {
-	Name    string  // the segment it names
-	Creator proc.ID // the process that created the segment and wrote the link
+	Name string // the segment it names
+	PID  int    // the process that created the segment and wrote the link
+
+	creator proc.ID
 }
 
 // CreatorAlive reports whether the process that wrote the link still runs.
-func (l LinkInfo) CreatorAlive() bool { return proc.Alive(l.Creator) }
+// It says false only when it is sure the process is gone (a new process that
+// reused the PID does not count as alive).
+func (l LinkInfo) CreatorAlive() bool { return proc.Alive(l.creator) }
 
-func (l LinkInfo) encode() []byte {
-	return fmt.Appendf(nil, "%s\nname %s\npid %d\nstart %d\n", linkMagic, l.Name, l.Creator.PID, l.Creator.Start)
+func encodeLink(name string, creator proc.ID) []byte {
+	return fmt.Appendf(nil, "%s\nname %s\npid %d\nstart %d\n", linkMagic, strconv.Quote(name), creator.PID, creator.Start)
 }
 
 func parseLink(b []byte) (LinkInfo, error) {
@@ -55,7 +63,7 @@ func parseLink(b []byte) (LinkInfo, error) {
 	}
 	lines := bytes.Split(b, []byte("\n"))
 	if len(lines) != 5 || len(lines[4]) != 0 || string(lines[0]) != linkMagic {
-		return bad("bad format")
+		return bad("no " + strconv.Quote(linkMagic) + " header, or not 4 lines")
 	}
 	var l LinkInfo
 	for i, key := range []string{"name ", "pid ", "start "} {
@@ -66,7 +74,11 @@ func parseLink(b []byte) (LinkInfo, error) {
 		v := string(line[len(key):])
 		switch i {
 		case 0:
-			n, err := cleanName(v)
+			uq, err := strconv.Unquote(v)
+			if err != nil {
+				return bad("name is not quoted")
+			}
+			n, err := cleanName(uq)
 			if err != nil {
 				return bad(err.Error())
 			}
@@ -77,46 +89,59 @@ func parseLink(b []byte) (LinkInfo, error) {
 				return bad("bad " + key[:len(key)-1])
 			}
 			if i == 1 {
-				l.Creator.PID = uint32(u)
+				l.creator.PID = uint32(u)
 			} else {
-				l.Creator.Start = uint32(u)
+				l.creator.Start = uint32(u)
 			}
 		}
 	}
+	l.PID = int(l.creator.PID)
 	return l, nil
 }
 
 // ReadLink reads and checks the link file at path without opening the
-// segment it names. It never follows a symbolic link.
+// segment it names. It never follows a symbolic link. A path that is not a
+// link file (empty, binary, too large, a directory, a FIFO, ...) gives an
+// error matching ErrCorrupt.
 func ReadLink(path string) (LinkInfo, error) {
-	f, err := openNoFollow(path)
+	f, err := openLinkFile(path)
 	if err != nil {
 		return LinkInfo{}, &Error{Op: "read link", Name: path, Err: err}
 	}
 	defer f.Close()
-	l, err := readLinkFile(f)
+	l, _, err := readLinkFile(f)
 	if err != nil {
 		return LinkInfo{}, &Error{Op: "read link", Name: path, Err: err}
 	}
 	return l, nil
 }
 
-func readLinkFile(f *os.File) (LinkInfo, error) {
+// openLinkFile opens path for reading, refusing a symbolic link.
+func openLinkFile(path string) (*os.File, error) {
+	f, err := openNoFollow(path)
+	if errors.Is(err, syscall.ELOOP) {
+		err = fmt.Errorf("%w: a symbolic link; link files are never followed", err)
+	}
+	return f, err
+}
+
+func readLinkFile(f *os.File) (LinkInfo, fs.FileInfo, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return LinkInfo{}, err
+		return LinkInfo{}, nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return LinkInfo{}, fmt.Errorf("%w: not a shm link file (not a regular file: %v)", ErrCorrupt, st.Mode().Type())
+		return LinkInfo{}, nil, fmt.Errorf("%w: not a shm link file (not a regular file: %v)", ErrCorrupt, st.Mode().Type())
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxLinkSize+1))
 	if err != nil {
-		return LinkInfo{}, err
+		return LinkInfo{}, nil, err
 	}
 	if len(b) > maxLinkSize {
-		return LinkInfo{}, fmt.Errorf("%w: not a shm link file (larger than %d bytes)", ErrCorrupt, maxLinkSize)
+		return LinkInfo{}, nil, fmt.Errorf("%w: not a shm link file (larger than %d bytes)", ErrCorrupt, maxLinkSize)
 	}
-	return parseLink(b)
+	l, err := parseLink(b)
+	return l, st, err
 }
 
 // OpenLink opens the segment named by the link file at path.
@@ -125,12 +150,23 @@ func readLinkFile(f *os.File) (LinkInfo, error) {
 // matching fs.ErrNotExist that says so. If the segment exists but the process
 // that created it has died, OpenLink still opens it (its data may be what the
 // caller wants to recover) and the segment's Orphaned method reports true.
+// The caller does not own the segment; if it takes ownership (SetOwner), its
+// Close removes the link file too, if the link still names the segment.
 func OpenLink(path string, opts ...Option) (*Segment, error) {
-	l, err := ReadLink(path)
-	if err != nil {
-		return nil, err
+	o := collect(opts)
+	if o.link != "" {
+		return nil, errLinkOption("open link", path)
 	}
-	seg, err := Open(l.Name, opts...)
+	f, err := openLinkFile(path)
+	if err != nil {
+		return nil, &Error{Op: "open link", Name: path, Err: err}
+	}
+	defer f.Close()
+	l, st, err := readLinkFile(f)
+	if err != nil {
+		return nil, &Error{Op: "open link", Name: path, Err: err}
+	}
+	seg, err := openNamed(l.Name, o)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, &Error{Op: "open link", Name: path, Err: fmt.Errorf("stale link: segment %q no longer exists: %w", l.Name, fs.ErrNotExist)}
@@ -138,57 +174,119 @@ func OpenLink(path string, opts ...Option) (*Segment, error) {
 		return nil, &Error{Op: "open link", Name: path, Err: err}
 	}
 	seg.orphaned = !l.CreatorAlive()
+	seg.link, seg.linkFile = path, st
 	return seg, nil
+}
+
+// RemoveLink removes the link file at path and the segment it names, if that
+// still exists, whoever created them (mappings already open stay valid, as
+// with Remove). A path that is not a link file is left alone, with an error.
+func RemoveLink(path string) error {
+	werr := func(err error) error { return &Error{Op: "remove link", Name: path, Err: err} }
+	f, err := openLinkFile(path)
+	if err != nil {
+		return werr(err)
+	}
+	defer f.Close()
+	if err := lockFile(f); err != nil {
+		return werr(err)
+	}
+	defer unlockFile(f)
+	if same, err := samePath(f, path); err != nil || !same {
+		// Removed or replaced while we waited for the lock.
+		return werr(fmt.Errorf("%w: the link changed while it was being removed", fs.ErrNotExist))
+	}
+	l, _, err := readLinkFile(f)
+	if err != nil {
+		return werr(err)
+	}
+	var errs []error
+	if err := osRemove(l.Name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, &Error{Op: "remove", Name: l.Name, Err: err})
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, werr(err))
+	}
+	return errors.Join(errs...)
 }
 
 // createLinked creates the segment, then its link file.
 func createLinked(name string, size int, o *options) (*Segment, error) {
+	werr := func(err error) error { return &Error{Op: "create link", Name: o.link, Err: err} }
+	// Clear a stale link first: its dead creator's segment may hold the very
+	// name we are about to create. A live link fails here, before we make a
+	// segment for nothing.
+	if err := freeLinkPath(o.link); err != nil {
+		return nil, werr(err)
+	}
 	seg, err := create(name, size, o)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeLink(o.link, seg.name, o.mode); err != nil {
+	st, err := writeLink(o.link, seg.name, o.mode)
+	if err != nil {
 		seg.Close() // we own it: this removes the name too
-		return nil, err
+		return nil, werr(err)
 	}
-	seg.link = o.link
+	seg.link, seg.linkFile = o.link, st
 	return seg, nil
 }
 
-// writeLink publishes a link file at path naming the segment name. It fails
-// with fs.ErrExist if path holds a live link.
-func writeLink(path, name string, mode fs.FileMode) error {
-	werr := func(err error) error { return &Error{Op: "link", Name: path, Err: err} }
-	content := LinkInfo{Name: name, Creator: proc.Self()}.encode()
-	tmp, err := writeTemp(path, content, mode)
+// freeLinkPath removes a stale link at path and fails with fs.ErrExist if a
+// live link (or anything that is not a link file) is there.
+func freeLinkPath(path string) error {
+	free, l, err := removeStaleLink(path)
 	if err != nil {
-		return werr(err)
+		return err
 	}
-	defer os.Remove(tmp)
+	if !free {
+		return fmt.Errorf("%w: a live link is in place (segment %q, creator pid %d)", fs.ErrExist, l.Name, l.PID)
+	}
+	return nil
+}
+
+// writeLink publishes a link file at path naming the segment name and
+// returns the file's identity. It fails with fs.ErrExist if path holds a
+// live link.
+func writeLink(path, name string, mode fs.FileMode) (fs.FileInfo, error) {
+	content := encodeLink(name, proc.Self())
+	// Readable by whoever may read the segment; writable by its creator only.
+	mode = 0o600 | mode&0o044
 	for range 16 {
-		err := linkExclusive(tmp, path)
+		err := publishLink(path, content, mode)
 		if err == nil {
-			return nil
+			return os.Lstat(path)
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return werr(err)
+			return nil, err
 		}
-		replaced, err := removeStaleLink(path)
-		if err != nil {
-			return werr(err)
-		}
-		if !replaced {
-			return werr(fmt.Errorf("%w: a live link is in place", fs.ErrExist))
+		if err := freeLinkPath(path); err != nil {
+			return nil, err
 		}
 	}
-	return werr(fmt.Errorf("%w: link keeps reappearing", fs.ErrExist))
+	return nil, fmt.Errorf("%w: link keeps reappearing", fs.ErrExist)
+}
+
+// publishLink creates path holding content, atomically and exclusively.
+func publishLink(path string, content []byte, mode fs.FileMode) error {
+	err := publishTmpfile(path, content, mode)
+	if !errors.Is(err, errors.ErrUnsupported) {
+		return err
+	}
+	tmp, err := writeTemp(path, content, mode)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	return linkExclusive(tmp, path)
 }
 
 // writeTemp writes content to a fresh file beside path and returns its name.
 func writeTemp(path string, content []byte, mode fs.FileMode) (string, error) {
-	dir, base := filepath.Split(path)
+	dir := filepath.Dir(path)
 	for range 8 {
-		tmp := filepath.Join(dir, "."+base+"."+randomName()+".tmp")
+		// A short name: the link's own name may be as long as the system allows.
+		tmp := filepath.Join(dir, "."+randomName()+".shm-link-tmp")
 		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 		if errors.Is(err, fs.ErrExist) {
 			continue
@@ -196,11 +294,13 @@ func writeTemp(path string, content []byte, mode fs.FileMode) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if err := f.Chmod(mode); err != nil && !errors.Is(err, errors.ErrUnsupported) {
-			// Best effort: the umask may have narrowed mode; it never widens it.
-			_ = err
+		err = f.Chmod(mode) // the umask narrowed the mode given to open
+		if errors.Is(err, errors.ErrUnsupported) {
+			err = nil
 		}
-		_, err = f.Write(content)
+		if err == nil {
+			_, err = f.Write(content)
+		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -210,53 +310,56 @@ func writeTemp(path string, content []byte, mode fs.FileMode) (string, error) {
 		}
 		return tmp, nil
 	}
-	return "", fs.ErrExist
+	return "", fmt.Errorf("%w: no free temporary name beside the link", fs.ErrExist)
 }
 
-// removeStaleLink removes the link at path if it is stale: unreadable as a
-// link is not stale (it is someone's file, and we leave it alone), a link
-// whose segment is gone is, and so is a link whose creator is dead, in which
-// case its orphaned segment is removed too. It reports whether the path is
-// now free (or was freed by someone else meanwhile).
-func removeStaleLink(path string) (bool, error) {
-	f, err := openNoFollow(path)
+// removeStaleLink removes the link at path if it is stale and reports
+// whether the path is now free (or was freed by someone else meanwhile).
+// A link whose segment is gone is stale; so is a link whose creator is dead,
+// in which case its orphaned segment is removed too. A link whose segment
+// exists and whose creator lives is not (free is false, l says what it
+// names). Anything at path that is not a link file is someone else's and is
+// left alone, with an error matching fs.ErrExist.
+func removeStaleLink(path string) (free bool, l LinkInfo, err error) {
+	f, err := openLinkFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return true, nil
+		return true, l, nil
 	}
 	if err != nil {
-		return false, err
+		return false, l, fmt.Errorf("%w: %v (not replacing it)", fs.ErrExist, err)
 	}
 	defer f.Close()
 	if err := lockFile(f); err != nil {
-		return false, err
+		return false, l, err
 	}
 	defer unlockFile(f)
 	// Someone may have replaced the link while we waited for the lock.
 	if same, err := samePath(f, path); err != nil || !same {
-		return err == nil || errors.Is(err, fs.ErrNotExist), nil
+		return err == nil || errors.Is(err, fs.ErrNotExist), l, nil
 	}
-	l, err := readLinkFile(f)
+	l, _, err = readLinkFile(f)
 	if err != nil {
-		return false, fmt.Errorf("%w: %v (not replacing it)", fs.ErrExist, err)
+		return false, l, fmt.Errorf("%w: %v (not replacing it)", fs.ErrExist, err)
 	}
 	creatorAlive := l.CreatorAlive()
 	segExists := segmentExists(l.Name)
 	if creatorAlive && segExists {
-		return false, nil
+		return false, l, nil
 	}
 	if segExists {
 		osRemove(l.Name) // the orphan of a dead creator
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, err
+		return false, l, err
 	}
-	return true, nil
+	return true, l, nil
 }
 
-// removeLinkIfNames removes the link at path if it still names the segment
-// name (a link replaced by another creator is left alone).
-func removeLinkIfNames(path, name string) error {
-	f, err := openNoFollow(path)
+// removeLinkIfNames removes the link at path if it is still the file st
+// (the link this segment was created or opened with) and names the segment
+// name: a link replaced by another creator is left alone.
+func removeLinkIfNames(path, name string, st fs.FileInfo) error {
+	f, err := openLinkFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -271,8 +374,8 @@ func removeLinkIfNames(path, name string) error {
 	if same, err := samePath(f, path); err != nil || !same {
 		return nil
 	}
-	l, err := readLinkFile(f)
-	if err != nil || l.Name != name || l.Creator != proc.Self() {
+	l, cur, err := readLinkFile(f)
+	if err != nil || l.Name != name || st == nil || !os.SameFile(st, cur) {
 		return nil
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -297,7 +400,7 @@ func samePath(f *os.File, path string) (bool, error) {
 // segmentExists reports whether a segment of that name exists (whether or
 // not we may open it).
 func segmentExists(name string) bool {
-	s, err := Open(name, ReadOnly())
+	s, err := openNamed(name, &options{readOnly: true})
 	if err == nil {
 		s.Close()
 		return true

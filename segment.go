@@ -2,9 +2,11 @@ package shm
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"math"
 	"sync"
+	"sync/atomic"
 )
 
 // Segment is a named region of shared memory mapped into this process.
@@ -19,21 +21,29 @@ import (
 // A Segment's methods are safe for concurrent use. The slice returned by
 // Bytes must not be used after Close: the memory is unmapped and a later
 // access faults (this is the caller's bug, like using a slice of a closed
-// mmap'd file).
+// mmap'd file). Bytes called after Close returns nil.
 type Segment struct {
 	name     string
-	data     []byte
+	data     []byte // never changes after Create/Open; unmapped by Close
 	readOnly bool
-	link     string // link file this segment's Create wrote, removed with the name
-	orphaned bool   // opened through a link whose creator is dead
+	orphaned bool // opened through a link whose creator is dead
 
-	mu     sync.Mutex
-	owner  bool
-	closed bool
-	sys    osSegment
+	// link is the link file that names this segment: the one Create wrote,
+	// or the one OpenLink read. linkFile identifies that file, so that Close
+	// removes the link only while it is still that very file.
+	link     string
+	linkFile fs.FileInfo
+
+	closed atomic.Bool // set under mu; read without it by Bytes
+
+	mu    sync.Mutex
+	owner bool
+	sys   osSegment
 }
 
-// Option configures Create, Open, OpenOrCreate and OpenLink.
+// Option configures Create, Open, OpenOrCreate and OpenLink. Each option
+// says where it applies; elsewhere it is ignored, except WithLink, which is
+// an error anywhere but Create.
 type Option func(*options)
 
 type options struct {
@@ -54,15 +64,17 @@ func collect(opts []Option) *options {
 	return o
 }
 
-// WithMode sets the permission bits of a new segment (and of its link file).
-// The default is 0600: only the creating user may open it. The process umask
-// does not apply.
+// WithMode sets the permission bits of a new segment. The default is 0600:
+// only the creating user may open it. The process umask does not apply. A
+// link file gets the read bits of mode, and is writable only by its creator.
+// It applies to Create and to the create half of OpenOrCreate.
 func WithMode(mode fs.FileMode) Option {
 	return func(o *options) { o.mode = mode.Perm() }
 }
 
 // ReadOnly opens a segment without write access: Bytes is then a read-only
-// mapping, and writing to it faults. It has no effect on Create.
+// mapping (PROT_READ on Unix), and writing to it faults. It applies to Open,
+// OpenLink and the open half of OpenOrCreate; Create ignores it.
 func ReadOnly() Option {
 	return func(o *options) { o.readOnly = true }
 }
@@ -72,7 +84,10 @@ func ReadOnly() Option {
 // written atomically (never seen half-written), exclusively (of concurrent
 // creators of one path exactly one wins, the others get fs.ErrExist), and is
 // removed with the segment by the owner's Close. A stale link (its segment
-// gone, or its creator dead) is replaced.
+// gone, or its creator dead) is replaced; a dead creator's segment is removed
+// with it. A path that holds anything but a link file is never replaced.
+//
+// WithLink is for Create only: Open, OpenOrCreate and OpenLink refuse it.
 func WithLink(path string) Option {
 	return func(o *options) { o.link = path }
 }
@@ -91,15 +106,17 @@ func Global() Option {
 	return func(o *options) { o.global = true }
 }
 
-// Create makes a new segment of size bytes, zero-filled, and maps it.
+// Create makes a new segment of size bytes, zero-filled, and maps it
+// read-write.
 //
 // It fails with an error matching fs.ErrExist if the name is taken. The empty
 // name picks a random unused name (see Name). The caller owns the new
 // segment. On Linux the memory is reserved up front, so a full /dev/shm is
-// reported here (ENOSPC) instead of as a SIGBUS on first touch.
+// reported here (ENOSPC) instead of as a SIGBUS on first touch, and no other
+// process can see the segment before it has its full size.
 func Create(name string, size int, opts ...Option) (*Segment, error) {
 	o := collect(opts)
-	if err := checkSize(name, size); err != nil {
+	if err := checkSize("create", name, size); err != nil {
 		return nil, err
 	}
 	if o.link != "" {
@@ -118,7 +135,7 @@ func create(name string, size int, o *options) (*Segment, error) {
 				return s, err
 			}
 		}
-		return nil, &Error{Op: "create", Name: "", Err: fs.ErrExist}
+		return nil, &Error{Op: "create", Name: "", Err: fmt.Errorf("%w: no free random name found", fs.ErrExist)}
 	}
 	n, err := cleanName(name)
 	if err != nil {
@@ -135,27 +152,37 @@ func createNamed(n string, size int, o *options) (*Segment, error) {
 	return &Segment{name: n, data: data, owner: true, sys: sys}, nil
 }
 
-func checkSize(name string, size int) error {
+func checkSize(op, name string, size int) error {
 	if size <= 0 || uint64(size) > maxSize {
-		return &Error{Op: "create", Name: name, Err: ErrInvalidSize}
+		return &Error{Op: op, Name: name, Err: fmt.Errorf("%w: %d bytes (must be 1 to %d)", ErrInvalidSize, size, uint64(maxSize))}
 	}
 	return nil
 }
 
-// maxSize bounds a segment's size: the largest a mapping can be on a 64-bit
-// system is far below this, and it keeps size arithmetic from overflowing.
-const maxSize = math.MaxInt64 >> 1
+// maxSize bounds a segment's size: no system maps more than this (half the
+// address space of a 64-bit machine), and it keeps size arithmetic from
+// overflowing. The system usually refuses far smaller sizes, with ENOSPC or
+// ENOMEM.
+const maxSize = math.MaxInt >> 1
 
 // Open maps an existing segment. Its size is the size the system reports
 // (on Windows, the size its creator asked for). A missing name gives an error
-// matching fs.ErrNotExist; a segment the caller may not open gives one
-// matching fs.ErrPermission. The caller does not own the segment.
+// matching fs.ErrNotExist; a segment the caller may not open (or may not open
+// for writing, without ReadOnly) gives one matching fs.ErrPermission. The
+// caller does not own the segment.
 func Open(name string, opts ...Option) (*Segment, error) {
 	n, err := cleanName(name)
 	if err != nil {
 		return nil, err
 	}
 	o := collect(opts)
+	if o.link != "" {
+		return nil, errLinkOption("open", n)
+	}
+	return openNamed(n, o)
+}
+
+func openNamed(n string, o *options) (*Segment, error) {
 	data, sys, err := osOpen(n, o)
 	if err != nil {
 		return nil, &Error{Op: "open", Name: n, Err: err}
@@ -163,13 +190,23 @@ func Open(name string, opts ...Option) (*Segment, error) {
 	return &Segment{name: n, data: data, readOnly: o.readOnly, sys: sys}, nil
 }
 
+func errLinkOption(op, name string) error {
+	return &Error{Op: op, Name: name, Err: fmt.Errorf("%w: WithLink applies to Create only", errors.ErrUnsupported)}
+}
+
 // OpenOrCreate opens the segment name if it exists and creates it with size
 // bytes if it does not, without a race: of several processes calling it at
 // once, exactly one creates (and gets created == true and ownership), the
 // others open what it created, already at its full size. An existing segment
-// keeps its own size, which may differ from size.
+// keeps its own size, which may differ from size. The creator's mapping is
+// always read-write; ReadOnly applies to the openers.
+//
+// Peers that start in any order should all call OpenOrCreate, and the one
+// that created should stay until the others have opened (or call
+// SetOwner(false)): if the owner closes first, the name is removed and a
+// late peer creates a fresh segment.
 func OpenOrCreate(name string, size int, opts ...Option) (seg *Segment, created bool, err error) {
-	if err := checkSize(name, size); err != nil {
+	if err := checkSize("open or create", name, size); err != nil {
 		return nil, false, err
 	}
 	n, err := cleanName(name)
@@ -177,13 +214,15 @@ func OpenOrCreate(name string, size int, opts ...Option) (seg *Segment, created 
 		return nil, false, err
 	}
 	o := collect(opts)
-	o.link = ""
+	if o.link != "" {
+		return nil, false, errLinkOption("open or create", n)
+	}
 	for range 100 {
 		seg, err = createNamed(n, size, o)
 		if !errors.Is(err, fs.ErrExist) {
 			return seg, err == nil, err
 		}
-		seg, err = Open(n, opts...)
+		seg, err = openNamed(n, o)
 		if !errors.Is(err, fs.ErrNotExist) {
 			return seg, false, err
 		}
@@ -195,6 +234,7 @@ func OpenOrCreate(name string, size int, opts ...Option) (seg *Segment, created 
 // Remove removes the segment's name. Processes that have it mapped keep
 // their mapping, which stays valid until they close it (POSIX semantics; on
 // Windows a segment lives while any process has it open, see the README).
+// A missing name gives an error matching fs.ErrNotExist.
 func Remove(name string) error {
 	n, err := cleanName(name)
 	if err != nil {
@@ -210,12 +250,18 @@ func Remove(name string) error {
 // passes "/"+Name() to shm_open.
 func (s *Segment) Name() string { return s.name }
 
-// Size returns the size of the segment in bytes.
-func (s *Segment) Size() int { return len(s.data) }
+// Size returns the size of the segment in bytes (0 after Close).
+func (s *Segment) Size() int { return len(s.Bytes()) }
 
 // Bytes returns the whole mapping; len(Bytes()) == Size(). The slice is valid
-// until Close. It is read-only if the segment was opened with ReadOnly.
-func (s *Segment) Bytes() []byte { return s.data }
+// until Close, and Bytes returns nil after Close. It is read-only if the
+// segment was opened with ReadOnly: writing to it then faults.
+func (s *Segment) Bytes() []byte {
+	if s.closed.Load() {
+		return nil
+	}
+	return s.data
+}
 
 // ReadOnly reports whether the segment was opened without write access.
 func (s *Segment) ReadOnly() bool { return s.readOnly }
@@ -228,7 +274,8 @@ func (s *Segment) IsOwner() bool {
 }
 
 // SetOwner sets whether Close removes the segment's name (and the link file
-// that Create wrote for it).
+// that Create wrote for it, or that OpenLink opened it through, if that link
+// still names it).
 func (s *Segment) SetOwner(owner bool) {
 	s.mu.Lock()
 	s.owner = owner
@@ -241,28 +288,29 @@ func (s *Segment) SetOwner(owner bool) {
 func (s *Segment) Orphaned() bool { return s.orphaned }
 
 // Close unmaps the segment. If the caller owns it, Close also removes its
-// name and its link file. Close is idempotent: later calls return nil.
+// name and its link file, unless another segment has taken the name (or
+// another link the path) meanwhile: those are left alone. Close is
+// idempotent: later calls return nil.
 func (s *Segment) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Load() {
 		return nil
 	}
-	s.closed = true
+	s.closed.Store(true)
 	var errs []error
 	if s.owner {
 		if s.link != "" {
-			if err := removeLinkIfNames(s.link, s.name); err != nil {
+			if err := removeLinkIfNames(s.link, s.name, s.linkFile); err != nil {
 				errs = append(errs, err)
 			}
 		}
-		if err := osRemove(s.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := osRemoveOwned(s.name, &s.sys); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, &Error{Op: "remove", Name: s.name, Err: err})
 		}
 	}
 	if err := osClose(s.data, &s.sys); err != nil {
 		errs = append(errs, &Error{Op: "close", Name: s.name, Err: err})
 	}
-	s.data = nil
 	return errors.Join(errs...)
 }

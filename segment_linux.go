@@ -14,7 +14,11 @@ import (
 // Dir is where Linux keeps named shared memory.
 const Dir = "/dev/shm"
 
-type osSegment struct{}
+// osSegment remembers which file the segment is, so that an owner's Close
+// removes the name only while it still names this segment.
+type osSegment struct {
+	dev, ino uint64
+}
 
 func shmPath(name string) string { return Dir + "/" + name }
 
@@ -22,53 +26,105 @@ func shmPath(name string) string { return Dir + "/" + name }
 // half-made: the memory is an unnamed O_TMPFILE in /dev/shm, sized and
 // reserved with fallocate, then linked under its name with linkat, which
 // fails with EEXIST if the name is taken. A crash before the link leaves
-// nothing behind. Where O_TMPFILE is missing (very old kernels), it falls
-// back to O_CREAT|O_EXCL, and openers may briefly see a zero size.
+// nothing behind. Where O_TMPFILE cannot be used (old kernels, or no /proc
+// to link it through), it falls back to O_CREAT|O_EXCL, and openers may then
+// briefly see a zero size (Open reports that as an empty segment).
 func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
-	const flags = unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOFOLLOW
 	fd, err := unix.Open(Dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, uint32(o.mode))
-	tmp := err == nil
-	if !tmp {
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return nil, osSegment{}, fmt.Errorf("%s: %w (is a tmpfs mounted there?)", Dir, err)
+		}
 		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
 			return nil, osSegment{}, err
 		}
-		fd, err = unix.Open(shmPath(name), flags|unix.O_CREAT|unix.O_EXCL, uint32(o.mode))
-		if err != nil {
-			return nil, osSegment{}, err
-		}
+		return createExcl(name, size, o)
 	}
 	defer unix.Close(fd)
-	fail := func(err error) ([]byte, osSegment, error) {
-		if !tmp {
-			unix.Unlink(shmPath(name))
-		}
+	sys, err := prepare(fd, size, o)
+	if err != nil {
 		return nil, osSegment{}, err
-	}
-	// The umask applied to the mode given to open; set exactly what was asked.
-	if err := unix.Fchmod(fd, uint32(o.mode)); err != nil {
-		return fail(err)
-	}
-	if err := unix.Fallocate(fd, 0, 0, int64(size)); err != nil {
-		if errors.Is(err, unix.ENOSPC) {
-			err = fmt.Errorf("%w: %s is full (a container may need a larger --shm-size)", err, Dir)
-		} else if errors.Is(err, unix.EOPNOTSUPP) {
-			err = unix.Ftruncate(fd, int64(size))
-		}
-		if err != nil {
-			return fail(err)
-		}
 	}
 	data, err := mmapFD(fd, size, false, o.populate)
 	if err != nil {
-		return fail(err)
+		return nil, osSegment{}, err
 	}
-	if tmp {
-		if err := linkTmp(fd, shmPath(name)); err != nil {
-			unix.Munmap(data)
+	if err := linkTmp(fd, shmPath(name)); err != nil {
+		unix.Munmap(data)
+		if errors.Is(err, unix.EEXIST) {
 			return nil, osSegment{}, err
 		}
+		// No way to name the unnamed file: make a named one instead.
+		return createExcl(name, size, o)
 	}
-	return data, osSegment{}, nil
+	return data, sys, nil
+}
+
+// createExcl is the fallback: create the name exclusively, then size it.
+func createExcl(name string, size int, o *options) ([]byte, osSegment, error) {
+	fd, err := unix.Open(shmPath(name), unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_CREAT|unix.O_EXCL, uint32(o.mode))
+	if err != nil {
+		return nil, osSegment{}, err
+	}
+	defer unix.Close(fd)
+	sys, err := prepare(fd, size, o)
+	if err == nil {
+		var data []byte
+		data, err = mmapFD(fd, size, false, o.populate)
+		if err == nil {
+			return data, sys, nil
+		}
+	}
+	unix.Unlink(shmPath(name))
+	return nil, osSegment{}, err
+}
+
+// prepare sets the new file's mode and size, reserving its memory, and
+// returns its identity.
+func prepare(fd, size int, o *options) (osSegment, error) {
+	// The umask applied to the mode given to open; set exactly what was asked.
+	if err := unix.Fchmod(fd, uint32(o.mode)); err != nil {
+		return osSegment{}, err
+	}
+	if err := reserve(fd, size); err != nil {
+		return osSegment{}, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return osSegment{}, err
+	}
+	return osSegment{dev: uint64(st.Dev), ino: uint64(st.Ino)}, nil
+}
+
+// reserve sizes the file and allocates its memory now, so that a full
+// /dev/shm is an error here rather than a SIGBUS on first touch.
+func reserve(fd, size int) error {
+	var err error
+	for range 100 {
+		// tmpfs gives up a large fallocate when a signal arrives (and frees
+		// what it had allocated): start again.
+		err = unix.Fallocate(fd, 0, 0, int64(size))
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EOPNOTSUPP):
+		// Not tmpfs: at least give it its size.
+		return unix.Ftruncate(fd, int64(size))
+	case errors.Is(err, unix.ENOSPC):
+		var sfs unix.Statfs_t
+		free := "?"
+		if unix.Fstatfs(fd, &sfs) == nil {
+			free = strconv.FormatUint(uint64(sfs.Bavail)*uint64(sfs.Bsize), 10)
+		}
+		return fmt.Errorf("%w: %s has room for %s bytes, not %d (a container may need a larger --shm-size)", err, Dir, free, size)
+	case errors.Is(err, unix.EFBIG):
+		return fmt.Errorf("%w: %d bytes is larger than %s allows", err, size, Dir)
+	}
+	return err
 }
 
 // linkTmp gives the O_TMPFILE fd a name. AT_EMPTY_PATH needs
@@ -89,7 +145,7 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 	fd, err := unix.Open(shmPath(name), flags, 0)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
-			err = fmt.Errorf("%w: refusing to follow a symbolic link", err)
+			err = fmt.Errorf("%w: %s is a symbolic link; refusing to follow it", err, shmPath(name))
 		}
 		return nil, osSegment{}, err
 	}
@@ -99,16 +155,32 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 		return nil, osSegment{}, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, osSegment{}, fmt.Errorf("not a shared-memory object (file type %#o)", st.Mode&unix.S_IFMT)
+		return nil, osSegment{}, fmt.Errorf("not a shared-memory object (%s)", fileType(st.Mode))
 	}
 	if st.Size <= 0 {
 		return nil, osSegment{}, fmt.Errorf("%w: segment is empty (size 0)", ErrInvalidSize)
 	}
 	if uint64(st.Size) > maxSize {
-		return nil, osSegment{}, fmt.Errorf("%w: segment size %d", ErrInvalidSize, st.Size)
+		return nil, osSegment{}, fmt.Errorf("%w: segment size %d is too large to map", ErrInvalidSize, st.Size)
 	}
 	data, err := mmapFD(fd, int(st.Size), o.readOnly, o.populate)
-	return data, osSegment{}, err
+	return data, osSegment{dev: uint64(st.Dev), ino: uint64(st.Ino)}, err
+}
+
+func fileType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return "a device"
+	case unix.S_IFLNK:
+		return "a symbolic link"
+	}
+	return fmt.Sprintf("file type %#o", mode&unix.S_IFMT)
 }
 
 func mmapFD(fd, size int, readOnly, populate bool) ([]byte, error) {
@@ -120,10 +192,32 @@ func mmapFD(fd, size int, readOnly, populate bool) ([]byte, error) {
 	if populate {
 		flags |= unix.MAP_POPULATE
 	}
-	return unix.Mmap(fd, 0, size, prot, flags)
+	data, err := unix.Mmap(fd, 0, size, prot, flags)
+	if err != nil {
+		return nil, fmt.Errorf("mmap %d bytes: %w", size, err)
+	}
+	return data, nil
 }
 
 func osRemove(name string) error {
+	return unix.Unlink(shmPath(name))
+}
+
+// osRemoveOwned removes the name if it still names the segment sys. Between
+// the check and the unlink another process could swap the name; only a
+// remove-and-recreate racing with this very Close can hit that window.
+func osRemoveOwned(name string, sys *osSegment) error {
+	return unlinkIfSame(name, *sys)
+}
+
+func unlinkIfSame(name string, sys osSegment) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(shmPath(name), &st); err != nil {
+		return err
+	}
+	if uint64(st.Dev) != sys.dev || uint64(st.Ino) != sys.ino {
+		return nil // someone else's segment now: not ours to remove
+	}
 	return unix.Unlink(shmPath(name))
 }
 
