@@ -1,11 +1,46 @@
 package proc
 
-import "os"
+import (
+	"os"
 
-// Placeholder until the port for this system lands: the start tag is
-// constant and every process is taken to be alive, so owner death is never
-// detected (never wrongly detected either).
+	"golang.org/x/sys/unix"
+)
 
-func selfID() ID { return ID{PID: uint32(os.Getpid()), Start: 1} }
+// On macOS the start time comes from sysctl kern.proc.pid.<pid>: the
+// p_starttime of struct extern_proc (see kinfo.go for the layout), the wall
+// clock time at which the process was created, stored once and never
+// recomputed.
 
-func alive(ID) bool { return true }
+func selfID() ID {
+	pid := uint32(os.Getpid())
+	info, r := lookup(pid)
+	if r != found || info.start == 0 {
+		return ID{PID: pid, Start: unknownStart}
+	}
+	return ID{PID: pid, Start: tag(info.start)}
+}
+
+func alive(id ID) bool {
+	info, r := lookup(id.PID)
+	return verdict(id, info, r)
+}
+
+// lookup reads the kinfo_proc of pid.
+func lookup(pid uint32) (procInfo, lookupResult) {
+	b, err := unix.SysctlRaw("kern.proc.pid", int(pid))
+	if err != nil {
+		if err == unix.ESRCH {
+			return procInfo{}, gone
+		}
+		return procInfo{}, unknown
+	}
+	if len(b) == 0 {
+		// macOS answers a PID that names no process with no data.
+		return procInfo{}, gone
+	}
+	info, ok := parseDarwinKinfo(b)
+	if !ok || info.pid != int32(pid) {
+		return procInfo{}, unknown
+	}
+	return info, found
+}

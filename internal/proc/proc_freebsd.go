@@ -1,11 +1,63 @@
 package proc
 
-import "os"
+import (
+	"os"
 
-// Placeholder until the port for this system lands: the start tag is
-// constant and every process is taken to be alive, so owner death is never
-// detected (never wrongly detected either).
+	"golang.org/x/sys/unix"
+)
 
-func selfID() ID { return ID{PID: uint32(os.Getpid()), Start: 1} }
+// On FreeBSD the start time comes from sysctl kern.proc.pid.<pid>: ki_start
+// of struct kinfo_proc (see kinfo.go for the layout). The kernel keeps it as
+// time since boot and reports it added to kern.boottime, which moves when
+// the clock is stepped; we subtract kern.boottime again, so the tag does not
+// change under a live process.
 
-func alive(ID) bool { return true }
+func selfID() ID {
+	pid := uint32(os.Getpid())
+	info, r := lookup(pid)
+	if r != found || info.start == 0 {
+		return ID{PID: pid, Start: unknownStart}
+	}
+	return ID{PID: pid, Start: tag(info.start)}
+}
+
+func alive(id ID) bool {
+	info, r := lookup(id.PID)
+	if r == found && info.start != 0 && id.Start != unknownStart && tag(info.start) != id.Start {
+		// A clock step between our two sysctl reads would skew the
+		// subtraction once: look again before declaring the owner gone.
+		info, r = lookup(id.PID)
+	}
+	return verdict(id, info, r)
+}
+
+// lookup reads the kinfo_proc of pid and returns its start as time since
+// boot (0 when the kernel did not report one: a process swapped out).
+func lookup(pid uint32) (procInfo, lookupResult) {
+	b, err := unix.SysctlRaw("kern.proc.pid", int(pid))
+	if err != nil {
+		if err == unix.ESRCH {
+			return procInfo{}, gone
+		}
+		return procInfo{}, unknown
+	}
+	info, ok := parseFreeBSDKinfo(b)
+	if !ok || info.pid != int32(pid) {
+		return procInfo{}, unknown
+	}
+	if info.start == 0 {
+		return info, found
+	}
+	bt, err := unix.SysctlRaw("kern.boottime")
+	if err != nil {
+		return procInfo{}, unknown
+	}
+	boot, ok := parseTimeval(bt)
+	if !ok {
+		return procInfo{}, unknown
+	}
+	if info.start, ok = sinceBoot(info.start, boot); !ok {
+		info.start = 0
+	}
+	return info, found
+}
