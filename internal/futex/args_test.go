@@ -180,9 +180,12 @@ func TestUmtxTimeout(t *testing.T) {
 }
 
 func TestUmtxWakeCount(t *testing.T) {
-	for n, want := range map[int]uintptr{1: 1, 7: 7, All: math.MaxInt32, math.MaxInt: math.MaxInt32} {
-		if got := umtxWakeCount(n); got != want {
-			t.Errorf("umtxWakeCount(%d) = %d, want %d", n, got, want)
+	for _, c := range []struct {
+		n    int
+		want uintptr
+	}{{1, 1}, {7, 7}, {All, math.MaxInt32}, {math.MaxInt, math.MaxInt32}} {
+		if got := umtxWakeCount(c.n); got != c.want {
+			t.Errorf("umtxWakeCount(%d) = %d, want %d", c.n, got, c.want)
 		}
 	}
 }
