@@ -1,19 +1,366 @@
 package shm
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
 
-// Placeholder until the windows port lands.
+	"golang.org/x/sys/windows"
 
-type osSegment struct{}
+	"github.com/go-shm/shm/internal/futex"
+)
+
+// On Windows a segment is a named file mapping backed by the paging file
+// (CreateFileMappingW with INVALID_HANDLE_VALUE), in the session's Local\
+// namespace, or in Global\ with the Global option. Its name lives as long as
+// some process holds a handle to it: see osRemove for what Remove does.
+//
+// Windows rounds a mapping up to whole pages and tells an opener only that
+// rounded size. So every mapping this package creates is size+trailerSize
+// bytes, and the last trailerSize bytes of the (rounded) view hold a trailer
+// the user never sees, since Bytes stops at size:
+//
+//	[0, size)                 the user's bytes (Bytes), at the start of the
+//	                          view, where a raw C or Python peer sees them too
+//	[size, R-trailerSize)     rounding slack, zero
+//	R-trailerSize + 0         futex.Buckets words: the wait/wake table
+//	R-trailerSize + 1024      flags (uint64): flagRemoved once Remove ran
+//	R-trailerSize + 1032      size (uint64): the size the creator asked for
+//	R-trailerSize + 1040      magic (uint64): trailerMagic, stored last
+//
+// where R is the size of the view as the system reports it (VirtualQuery).
+// The user's bytes come first, rather than after a header, so that a peer
+// that knows nothing of the trailer (Python's multiprocessing.shared_memory,
+// a C program) sees the same bytes at the same offsets. An opener that
+// finds no trailer (a mapping made by such a peer) takes the whole view as
+// the segment, as Python does.
+//
+// The trailer is written just after the mapping is created, so an opener can
+// map it before it is there. To tell that moment from a foreign mapping
+// without guessing, the creator holds a named event "<name>/init" from before
+// it creates the mapping until the trailer is written: an opener that finds
+// no trailer while that event exists waits for it to be set.
+
+type osSegment struct {
+	h    windows.Handle // the file mapping
+	view uintptr        // start of the mapped view
+}
+
+const (
+	trailerSize  = futex.Buckets*8 + 24
+	trailerMagic = 0x31_6e_69_77_6d_68_73_00 // "\x00shmwin1", little-endian
+	flagRemoved  = 1
+	// initWait bounds how long an opener waits for a creator that is
+	// writing the trailer (a few microseconds of work).
+	initWait = 5 * time.Second
+)
+
+type trailer struct {
+	buckets [futex.Buckets]uint64
+	flags   uint64
+	size    uint64
+	magic   uint64
+}
+
+var _ [trailerSize - unsafe.Sizeof(trailer{})]struct{} // sizes agree
+var _ [unsafe.Sizeof(trailer{}) - trailerSize]struct{}
+
+var (
+	kernel32             = windows.NewLazySystemDLL("kernel32.dll")
+	procOpenFileMappingW = kernel32.NewProc("OpenFileMappingW")
+)
+
+// objectName is the mapping's name in the system's object namespace.
+func objectName(name string, o *options) (string, error) {
+	if strings.IndexByte(name, '\\') >= 0 {
+		return "", &NameError{Name: name, Rule: `'\' is not allowed in Windows object names`}
+	}
+	if o.global {
+		return `Global\` + name, nil
+	}
+	return `Local\` + name, nil
+}
 
 func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
-	return nil, osSegment{}, errors.ErrUnsupported
+	obj, err := objectName(name, o)
+	if err != nil {
+		return nil, osSegment{}, err
+	}
+	// The init event, first: see the comment at the top.
+	initEv, err := createInitEvent(obj)
+	if err != nil {
+		return nil, osSegment{}, err
+	}
+	defer func() {
+		windows.SetEvent(initEv)
+		windows.CloseHandle(initEv)
+	}()
+	wname, err := windows.UTF16PtrFromString(obj)
+	if err != nil {
+		return nil, osSegment{}, err
+	}
+	total := uint64(size) + trailerSize
+	h, err := windows.CreateFileMapping(windows.InvalidHandle, nil, windows.PAGE_READWRITE,
+		uint32(total>>32), uint32(total), wname)
+	if err != nil {
+		if h != 0 { // ERROR_ALREADY_EXISTS comes with a handle to the existing mapping
+			windows.CloseHandle(h)
+		}
+		return nil, osSegment{}, mapError(err)
+	}
+	view, r, err := mapView(h, false)
+	if err != nil {
+		windows.CloseHandle(h)
+		return nil, osSegment{}, mapError(err)
+	}
+	if uint64(r) < total {
+		windows.UnmapViewOfFile(view)
+		windows.CloseHandle(h)
+		return nil, osSegment{}, fmt.Errorf("the system mapped %d bytes of %d", r, total)
+	}
+	t := trailerAt(view, r)
+	t.size = uint64(size)
+	atomic.StoreUint64(&t.magic, trailerMagic)
+	if o.populate {
+		touch(view, r)
+	}
+	futex.Register(view, uintptr(r), &t.buckets, obj)
+	return unsafe.Slice((*byte)(addr(view)), size), osSegment{h: h, view: view}, nil
+}
+
+func createInitEvent(obj string) (windows.Handle, error) {
+	n, err := windows.UTF16PtrFromString(obj + "/init")
+	if err != nil {
+		return 0, err
+	}
+	h, err := windows.CreateEvent(nil, 1, 0, n)
+	if err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
+		return 0, mapError(err)
+	}
+	return h, nil
 }
 
 func osOpen(name string, o *options) ([]byte, osSegment, error) {
-	return nil, osSegment{}, errors.ErrUnsupported
+	obj, err := objectName(name, o)
+	if err != nil {
+		return nil, osSegment{}, err
+	}
+	h, err := openMapping(obj, o.readOnly)
+	if err != nil {
+		return nil, osSegment{}, err
+	}
+	view, r, err := mapView(h, o.readOnly)
+	if err != nil {
+		windows.CloseHandle(h)
+		return nil, osSegment{}, mapError(err)
+	}
+	fail := func(err error) ([]byte, osSegment, error) {
+		windows.UnmapViewOfFile(view)
+		windows.CloseHandle(h)
+		return nil, osSegment{}, err
+	}
+	t, err := waitTrailer(obj, view, r)
+	if err != nil {
+		return fail(err)
+	}
+	size := uint64(r)
+	if t != nil {
+		if atomic.LoadUint64(&t.flags)&flagRemoved != 0 {
+			return fail(fmt.Errorf("%w: segment was removed (it lives on until its last user closes it)", fs.ErrNotExist))
+		}
+		size = t.size
+		if !o.readOnly {
+			futex.Register(view, uintptr(r), &t.buckets, obj)
+		}
+	}
+	if size == 0 || size > maxSize {
+		return fail(fmt.Errorf("%w: segment size %d", ErrInvalidSize, size))
+	}
+	if o.populate {
+		touch(view, r)
+	}
+	return unsafe.Slice((*byte)(addr(view)), int(size)), osSegment{h: h, view: view}, nil
 }
 
-func osRemove(name string) error { return errors.ErrUnsupported }
+func openMapping(obj string, readOnly bool) (windows.Handle, error) {
+	wname, err := windows.UTF16PtrFromString(obj)
+	if err != nil {
+		return 0, err
+	}
+	access := uint32(windows.FILE_MAP_READ | windows.FILE_MAP_WRITE)
+	if readOnly {
+		access = windows.FILE_MAP_READ
+	}
+	r, _, e := procOpenFileMappingW.Call(uintptr(access), 0, uintptr(unsafe.Pointer(wname)))
+	if r == 0 {
+		return 0, mapError(e)
+	}
+	return windows.Handle(r), nil
+}
 
-func osClose(data []byte, _ *osSegment) error { return nil }
+// mapView maps the whole mapping and returns its start and size as the
+// system rounded it.
+func mapView(h windows.Handle, readOnly bool) (view, size uintptr, err error) {
+	access := uint32(windows.FILE_MAP_READ | windows.FILE_MAP_WRITE)
+	if readOnly {
+		access = windows.FILE_MAP_READ
+	}
+	view, err = windows.MapViewOfFile(h, access, 0, 0, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	var mbi windows.MemoryBasicInformation
+	if err := windows.VirtualQuery(view, &mbi, unsafe.Sizeof(mbi)); err != nil {
+		windows.UnmapViewOfFile(view)
+		return 0, 0, err
+	}
+	return view, mbi.RegionSize, nil
+}
+
+// addr turns the address of mapped memory, which the Go heap never holds
+// and the garbage collector never moves, into a pointer.
+func addr(a uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&a)) }
+
+// trailerAt returns the trailer of a view of size r (r >= trailerSize).
+func trailerAt(view, r uintptr) *trailer {
+	return (*trailer)(addr(view + r - trailerSize))
+}
+
+// findTrailer returns the view's trailer, or nil if it has none (yet).
+func findTrailer(view, r uintptr) *trailer {
+	if r < trailerSize {
+		return nil
+	}
+	t := trailerAt(view, r)
+	if atomic.LoadUint64(&t.magic) != trailerMagic {
+		return nil
+	}
+	// A trailer this package wrote sits in the last page past its size.
+	if t.size > uint64(r-trailerSize) || uint64(r-trailerSize)-t.size >= 1<<16 {
+		return nil
+	}
+	return t
+}
+
+// waitTrailer returns the trailer of a mapping just opened, waiting for a
+// creator that is still writing it, or nil for a mapping made by another
+// program.
+func waitTrailer(obj string, view, r uintptr) (*trailer, error) {
+	if t := findTrailer(view, r); t != nil {
+		return t, nil
+	}
+	n, err := windows.UTF16PtrFromString(obj + "/init")
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(initWait)
+	for {
+		ev, err := windows.OpenEvent(windows.SYNCHRONIZE, false, n)
+		if err != nil {
+			// No creator is busy with it: the trailer is there now, or
+			// never will be (another program's mapping, or a creator that
+			// died before writing it).
+			return findTrailer(view, r), nil
+		}
+		windows.WaitForSingleObject(ev, 50)
+		windows.CloseHandle(ev)
+		if t := findTrailer(view, r); t != nil {
+			return t, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: its creator did not finish creating it within %v", ErrNotReady, initWait)
+		}
+		// Set by a creator that lost the race for the name while the
+		// winner is still at work: try again shortly.
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// touch reads one byte of every page so that the whole view is mapped in
+// now, not on first use.
+func touch(view, r uintptr) {
+	const page = 4096
+	var sink byte
+	for off := uintptr(0); off < r; off += page {
+		sink ^= *(*byte)(addr(view + off))
+	}
+	_ = sink
+}
+
+// osRemove cannot delete a Windows mapping's name: the system deletes the
+// mapping when the last handle to it closes, and until then the name stays
+// taken. What it does instead is mark the segment removed in its trailer, so
+// that Open (and OpenLink) no longer find it, as on POSIX, while processes
+// that have it mapped keep using it. The difference that remains: Create of
+// the same name fails with fs.ErrExist until every process has closed it.
+// A mapping made by another program (no trailer) is left alone.
+func osRemove(name string) error {
+	o := &options{}
+	obj, err := objectName(name, o)
+	if err != nil {
+		return err
+	}
+	h, err := openMapping(obj, false)
+	if err != nil {
+		return err
+	}
+	defer windows.CloseHandle(h)
+	view, r, err := mapView(h, false)
+	if err != nil {
+		return mapError(err)
+	}
+	defer windows.UnmapViewOfFile(view)
+	t := findTrailer(view, r)
+	if t == nil {
+		return nil
+	}
+	for {
+		f := atomic.LoadUint64(&t.flags)
+		if f&flagRemoved != 0 {
+			return fmt.Errorf("%w: segment was already removed", fs.ErrNotExist)
+		}
+		if atomic.CompareAndSwapUint64(&t.flags, f, f|flagRemoved) {
+			return nil
+		}
+	}
+}
+
+func osClose(data []byte, s *osSegment) error {
+	if s.h == 0 {
+		return nil
+	}
+	futex.Unregister(s.view)
+	err := windows.UnmapViewOfFile(s.view)
+	if cerr := windows.CloseHandle(s.h); err == nil {
+		err = cerr
+	}
+	s.h, s.view = 0, 0
+	return err
+}
+
+// mapError names the common failures with the io/fs errors callers test for
+// (the system's error stays wrapped for the details).
+func mapError(err error) error {
+	var errno windows.Errno
+	if !errors.As(err, &errno) {
+		return err
+	}
+	switch errno {
+	case windows.ERROR_ALREADY_EXISTS, windows.ERROR_FILE_EXISTS:
+		return fmt.Errorf("%w (%v)", fs.ErrExist, errno)
+	case windows.ERROR_FILE_NOT_FOUND, windows.ERROR_PATH_NOT_FOUND:
+		return fmt.Errorf("%w (%v)", fs.ErrNotExist, errno)
+	case windows.ERROR_ACCESS_DENIED, windows.ERROR_PRIVILEGE_NOT_HELD:
+		return fmt.Errorf("%w (%v)", fs.ErrPermission, errno)
+	case windows.ERROR_INVALID_HANDLE:
+		// The name belongs to another kind of object (an event, a mutex).
+		return fmt.Errorf("%w: the name is taken by another kind of object (%v)", fs.ErrExist, errno)
+	case windows.ERROR_COMMITMENT_LIMIT, windows.ERROR_NOT_ENOUGH_MEMORY, windows.ERROR_OUTOFMEMORY:
+		return fmt.Errorf("%w: the paging file cannot back this size (%v)", ErrInvalidSize, errno)
+	}
+	return err
+}

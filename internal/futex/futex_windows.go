@@ -1,21 +1,332 @@
 package futex
 
-import "time"
+import (
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
 
-// Placeholder until the port for this system lands: it sleeps briefly and
-// reports a spurious wake-up, which every caller tolerates (they re-check
-// their word in a loop), so the primitives work, slowly.
+	"golang.org/x/sys/windows"
+)
 
-// Wait sleeps for a short while (at most timeout) and returns.
-func Wait(addr *uint32, val uint32, timeout time.Duration) error {
-	d := 50 * time.Microsecond
-	if timeout >= 0 && timeout < d {
-		time.Sleep(timeout)
-		return ErrTimeout
+// Windows has no wait on an address that crosses processes: WaitOnAddress
+// only sees wake-ups from its own process. So a sleeper sleeps on a named
+// kernel event instead, and the bookkeeping that makes this safe lives in
+// the shared mapping itself, in a table of Buckets 64-bit words that the
+// segment layer reserves in every mapping it creates and hands over with
+// Register.
+//
+// Each bucket word holds two counters:
+//
+//	bits  0..31  waiters: sleepers registered on any word hashed to the bucket
+//	bits 32..63  gen:     the bucket's wake generation
+//
+// and the event a sleeper of generation g waits on is the manual-reset event
+// named "<mapping name>/futex/<bucket>/<g>" ('/' never occurs in a segment
+// name, so it cannot clash with a mapping). An event is only ever set, never
+// reset: once generation g has been woken, its event stays signalled until the
+// last handle to it closes and the kernel deletes it.
+//
+// Wait(addr, val):
+//
+//	W1 add 1 to waiters, learning the current gen g     (atomic add)
+//	W2 if *addr != val: remove ourselves, return         (atomic load)
+//	W3 create-or-open the event for (bucket, g)          (CreateEventW)
+//	W4 if gen != g: remove ourselves, return             (atomic load)
+//	W5 sleep on the event, at most timeout               (WaitForSingleObject)
+//	W6 remove ourselves (subtract 1 from waiters)
+//
+// Wake(addr), called after the caller changed *addr:
+//
+//	K1 if waiters == 0: return (no system call)          (atomic load)
+//	K2 gen++ (from g' to g'+1)                            (CAS)
+//	K3 open the event for (bucket, g') if it exists, set it, close it
+//
+// No lost wake-up: say a sleeper passed W2, so its load of *addr came before
+// the waker's store, and W1 before that: K1 sees waiters >= 1. If a Wake
+// bumped gen past the sleeper's g before W4, W4 sees it and returns. If not,
+// the event for g existed (W3) before that bump (K2), so the bumping waker's
+// OpenEvent (K3) finds it and sets it, and W5 returns at once or is released.
+// All atomics are sequentially consistent and the kernel object calls are
+// ordered with them by program order in each thread, which is all the
+// argument uses.
+//
+// What this gives up, compared with futex(2), is precision, never safety:
+// every Wake releases all the sleepers of the bucket (any n, and sleepers on
+// other words that share the bucket), who see a spurious wake-up, re-check
+// and sleep again; Wake's count is how many were registered, an upper bound.
+// A process killed between W1 and W6 leaves its count behind, which only
+// costs later Wakes an OpenEvent that finds nothing.
+//
+// A word outside any registered mapping (process-private memory, a mapping
+// from another library, a read-only view) falls back to WaitOnAddress, which
+// wakes at once within the process, with the sleep capped at pollInterval so
+// that a change made by another process is noticed that late at worst.
+
+// Buckets is the number of bucket words the segment layer reserves for a
+// mapping (Buckets*8 bytes, 8-byte aligned).
+const Buckets = 128
+
+// pollInterval caps one sleep of the fallback for unregistered memory.
+const pollInterval = time.Millisecond
+
+type region struct {
+	base, end uintptr
+	buckets   *[Buckets]uint64
+	name      string // the mapping's object name, with its namespace
+}
+
+var (
+	regionsMu sync.Mutex
+	regions   atomic.Pointer[[]*region] // copy on write; read without a lock
+)
+
+// Register makes Wait and Wake serve the words in [base, base+size) with
+// named events: buckets is the table reserved in that mapping (shared by
+// every process that maps it) and name the mapping's object name, the same
+// in every process ("Local\\x" or "Global\\x"). A read-only mapping is not
+// registered (its sleepers could not count themselves).
+func Register(base, size uintptr, buckets *[Buckets]uint64, name string) {
+	regionsMu.Lock()
+	defer regionsMu.Unlock()
+	var old []*region
+	if p := regions.Load(); p != nil {
+		old = *p
 	}
-	time.Sleep(d)
+	rs := make([]*region, 0, len(old)+1)
+	rs = append(rs, old...)
+	rs = append(rs, &region{base: base, end: base + size, buckets: buckets, name: name})
+	regions.Store(&rs)
+}
+
+// Unregister forgets the mapping at base, before it is unmapped.
+func Unregister(base uintptr) {
+	regionsMu.Lock()
+	defer regionsMu.Unlock()
+	p := regions.Load()
+	if p == nil {
+		return
+	}
+	rs := make([]*region, 0, len(*p))
+	for _, r := range *p {
+		if r.base != base {
+			rs = append(rs, r)
+		}
+	}
+	regions.Store(&rs)
+}
+
+func lookup(addr *uint32) *region {
+	p := regions.Load()
+	if p == nil {
+		return nil
+	}
+	a := uintptr(unsafe.Pointer(addr))
+	for _, r := range *p {
+		if a >= r.base && a < r.end {
+			return r
+		}
+	}
 	return nil
 }
 
-// Wake does nothing: sleepers poll.
-func Wake(addr *uint32, n int) int { return 0 }
+// bucket picks the bucket word for addr: the same in every process, since
+// it depends only on the offset inside the mapping.
+func (r *region) bucket(addr *uint32) (uint32, *uint64) {
+	off := uint64(uintptr(unsafe.Pointer(addr))-r.base) >> 2
+	b := uint32(((off * 0x9e3779b97f4a7c15) >> 32) % Buckets)
+	return b, &r.buckets[b]
+}
+
+func (r *region) eventName(b, gen uint32) string {
+	return r.name + "/futex/" + strconv.FormatUint(uint64(b), 10) + "/" + strconv.FormatUint(uint64(gen), 10)
+}
+
+// Wait sleeps while *addr == val, for at most timeout (Forever: no limit).
+// It returns nil when woken, when *addr != val, or spuriously, ErrTimeout
+// when the timeout passed, and another error only when the system refused to
+// wait. The sleep is a blocking system call for the Go scheduler, so other
+// goroutines keep running.
+func Wait(addr *uint32, val uint32, timeout time.Duration) error {
+	r := lookup(addr)
+	if r == nil {
+		return waitLocal(addr, val, timeout)
+	}
+	b, w := r.bucket(addr)
+	g := uint32(atomic.AddUint64(w, 1) >> 32) // W1
+	defer atomic.AddUint64(w, ^uint64(0))     // W6
+	if atomic.LoadUint32(addr) != val {       // W2
+		return nil
+	}
+	key := eventKey{r, b, g}
+	h, err := events.acquire(key) // W3
+	if err != nil {
+		// No event to sleep on (out of handles, or refused access): poll.
+		return sleepPoll(timeout)
+	}
+	defer events.release(key)
+	if uint32(atomic.LoadUint64(w)>>32) != g { // W4
+		return nil
+	}
+	ms, capped := millis(timeout)
+	ev, err := windows.WaitForSingleObject(h, ms) // W5
+	switch {
+	case err != nil:
+		return err
+	case ev == uint32(windows.WAIT_TIMEOUT):
+		if capped {
+			return nil // the real timeout is longer than one wait can be
+		}
+		return ErrTimeout
+	}
+	return nil
+}
+
+// Wake wakes the processes and threads sleeping in Wait on addr (see above:
+// all those of its bucket, whatever n is) and returns an upper bound of how
+// many it woke, at most n.
+func Wake(addr *uint32, n int) int {
+	if n <= 0 {
+		return 0
+	}
+	r := lookup(addr)
+	if r == nil {
+		return wakeLocal(addr, n)
+	}
+	b, w := r.bucket(addr)
+	var old uint64
+	for {
+		old = atomic.LoadUint64(w)
+		if uint32(old) == 0 { // K1
+			return 0
+		}
+		if atomic.CompareAndSwapUint64(w, old, old+1<<32) { // K2
+			break
+		}
+	}
+	if name, err := windows.UTF16PtrFromString(r.eventName(b, uint32(old>>32))); err == nil { // K3
+		if h, err := windows.OpenEvent(windows.EVENT_MODIFY_STATE, false, name); err == nil {
+			windows.SetEvent(h)
+			windows.CloseHandle(h)
+		}
+	}
+	return min(int(uint32(old)), n)
+}
+
+// events caches this process's handles to the events its goroutines sleep
+// on: goroutines of one process sleeping on one generation share a handle,
+// and the handle is closed when the last of them leaves, so the cache never
+// holds more handles than there are sleepers.
+var events = eventCache{m: make(map[eventKey]*eventEntry)}
+
+type eventKey struct {
+	r   *region
+	b   uint32
+	gen uint32
+}
+
+type eventEntry struct {
+	h    windows.Handle
+	refs int
+}
+
+type eventCache struct {
+	mu sync.Mutex
+	m  map[eventKey]*eventEntry
+}
+
+func (c *eventCache) acquire(k eventKey) (windows.Handle, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[k]; e != nil {
+		e.refs++
+		return e.h, nil
+	}
+	name, err := windows.UTF16PtrFromString(k.r.eventName(k.b, k.gen))
+	if err != nil {
+		return 0, err
+	}
+	// Manual reset, not signalled; an existing event is opened as it is.
+	h, err := windows.CreateEvent(nil, 1, 0, name)
+	if err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
+		return 0, err
+	}
+	c.m[k] = &eventEntry{h: h, refs: 1}
+	return h, nil
+}
+
+func (c *eventCache) release(k eventKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m[k]
+	if e.refs--; e.refs == 0 {
+		windows.CloseHandle(e.h)
+		delete(c.m, k)
+	}
+}
+
+// millis converts a timeout to a Windows wait in milliseconds, rounded up so
+// that a wait never ends before its timeout. capped reports that the timeout
+// was longer than the longest finite wait.
+func millis(timeout time.Duration) (ms uint32, capped bool) {
+	if timeout < 0 {
+		return windows.INFINITE, false
+	}
+	const max = windows.INFINITE - 1
+	m := (timeout + time.Millisecond - 1) / time.Millisecond
+	if m > max {
+		return max, true
+	}
+	return uint32(m), false
+}
+
+var (
+	kernelbase        = windows.NewLazySystemDLL("kernelbase.dll")
+	procWaitOnAddress = kernelbase.NewProc("WaitOnAddress")
+	procWakeAll       = kernelbase.NewProc("WakeByAddressAll")
+	haveWaitOnAddress = sync.OnceValue(func() bool {
+		return procWaitOnAddress.Find() == nil && procWakeAll.Find() == nil
+	})
+)
+
+// waitLocal serves a word outside any registered mapping.
+func waitLocal(addr *uint32, val uint32, timeout time.Duration) error {
+	if atomic.LoadUint32(addr) != val {
+		return nil
+	}
+	start := time.Now()
+	d := pollInterval
+	if timeout >= 0 && timeout < d {
+		d = timeout
+	}
+	if !haveWaitOnAddress() {
+		time.Sleep(d)
+	} else {
+		ms, _ := millis(d)
+		procWaitOnAddress.Call(uintptr(unsafe.Pointer(addr)), uintptr(unsafe.Pointer(&val)), 4, uintptr(ms))
+	}
+	if timeout >= 0 && time.Since(start) >= timeout {
+		return ErrTimeout
+	}
+	return nil
+}
+
+func wakeLocal(addr *uint32, n int) int {
+	if haveWaitOnAddress() {
+		procWakeAll.Call(uintptr(unsafe.Pointer(addr)))
+	}
+	return 0
+}
+
+// sleepPoll stands in for a sleep that could not be set up: it returns after
+// a short while, a spurious wake-up for the caller, who re-checks its word.
+func sleepPoll(timeout time.Duration) error {
+	if timeout >= 0 && timeout <= pollInterval {
+		time.Sleep(timeout)
+		return ErrTimeout
+	}
+	time.Sleep(pollInterval)
+	return nil
+}
