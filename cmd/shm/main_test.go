@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/go-shm/shm"
+)
+
+// The tests build the real command once and run it as a user would.
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "shm-cli-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "shm")
+	if runtime.GOOS == "windows" {
+		bin += ".exe"
+	}
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 && runtime.GOOS == "linux" {
+		ents, _ := os.ReadDir("/dev/shm")
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), namePrefix()) {
+				fmt.Fprintf(os.Stderr, "FAIL: the tests left %s in /dev/shm\n", e.Name())
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
+}
+
+// result is how a run of the command ended.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func shmCmd(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run shm %q: %v", args, err)
+	}
+	return r
+}
+
+func (r result) want(t *testing.T, code int) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
+	}
+	if code != 0 && r.stderr == "" {
+		t.Fatal("failed without a word on stderr")
+	}
+	if code == 0 && r.stderr != "" {
+		t.Fatalf("succeeded but wrote to stderr:\n%s", r.stderr)
+	}
+}
+
+func namePrefix() string { return fmt.Sprintf("shmclitest-%d-", os.Getpid()) }
+
+var counter atomic.Int64
+
+// newSegment creates a segment that is gone when the test ends.
+func newSegment(t *testing.T, size int, opts ...shm.Option) *shm.Segment {
+	t.Helper()
+	name := fmt.Sprintf("%s%d", namePrefix(), counter.Add(1))
+	s, err := shm.Create(name, size, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Close()
+		shm.Remove(name)
+	})
+	return s
+}
+
+func gone(name string) bool {
+	_, err := shm.Open(name, shm.ReadOnly())
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
+		r := shmCmd(t, args...)
+		r.want(t, 0)
+		for _, c := range []string{"ls", "inspect [-n BYTES] NAME", "rm NAME...", "--link PATH", "Usage:"} {
+			if !strings.Contains(r.stdout, c) {
+				t.Errorf("shm %s does not mention %q:\n%s", args[0], c, r.stdout)
+			}
+		}
+	}
+	for _, c := range []string{"ls", "inspect", "rm"} {
+		r := shmCmd(t, "help", c)
+		r.want(t, 0)
+		if !strings.HasPrefix(r.stdout, "Usage: shm "+c) {
+			t.Errorf("shm help %s:\n%s", c, r.stdout)
+		}
+		r = shmCmd(t, c, "-h")
+		r.want(t, 0)
+		if !strings.HasPrefix(r.stdout, "Usage: shm "+c) {
+			t.Errorf("shm %s -h:\n%s", c, r.stdout)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{nil, "Usage:"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"help", "frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"ls", "extra"}, "ls takes no arguments"},
+		{[]string{"inspect"}, "inspect takes one segment name"},
+		{[]string{"inspect", "a", "b"}, "inspect takes one segment name"},
+		{[]string{"inspect", "-n", "-1", "x"}, "-n must not be negative"},
+		{[]string{"inspect", "-bogus", "x"}, "flag provided but not defined"},
+		{[]string{"rm"}, "rm needs at least one name"},
+	} {
+		r := shmCmd(t, tc.args...)
+		r.want(t, 2)
+		if !strings.Contains(r.stderr, tc.says) || r.stdout != "" {
+			t.Errorf("shm %q: stderr %q does not say %q (stdout %q)", tc.args, r.stderr, tc.says, r.stdout)
+		}
+	}
+}
+
+func TestLs(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		r := shmCmd(t, "ls")
+		r.want(t, 1)
+		if !strings.Contains(r.stderr, "not possible on "+runtime.GOOS) {
+			t.Fatalf("shm ls on %s: %q does not say that listing is impossible", runtime.GOOS, r.stderr)
+		}
+		return
+	}
+	a := newSegment(t, 4096, shm.WithMode(0o640))
+	b := newSegment(t, 12345)
+	// Things in /dev/shm that are not segments are not listed.
+	dir := filepath.Join("/dev/shm", fmt.Sprintf("%s%d", namePrefix(), counter.Add(1)))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+
+	r := shmCmd(t, "ls")
+	r.want(t, 0)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if !regexp.MustCompile(`^SIZE\s+MODE\s+UID\s+OURS\s+NAME$`).MatchString(lines[0]) {
+		t.Fatalf("header %q", lines[0])
+	}
+	uid := os.Getuid()
+	for _, want := range []string{
+		fmt.Sprintf(`^4096\s+-rw-r-----\s+%d\s+no\s+%s$`, uid, regexp.QuoteMeta(a.Name())),
+		fmt.Sprintf(`^12345\s+-rw-------\s+%d\s+no\s+%s$`, uid, regexp.QuoteMeta(b.Name())),
+	} {
+		if !regexp.MustCompile(`(?m)` + want).MatchString(r.stdout) {
+			t.Errorf("ls has no line matching %s:\n%s", want, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, filepath.Base(dir)) {
+		t.Errorf("ls lists a directory:\n%s", r.stdout)
+	}
+}
+
+func TestInspect(t *testing.T) {
+	s := newSegment(t, 8192, shm.WithMode(0o604))
+	copy(s.Bytes(), "inspect me\x00\xff")
+	for _, name := range []string{s.Name(), "/" + s.Name()} {
+		r := shmCmd(t, "inspect", name)
+		r.want(t, 0)
+		for _, want := range []string{
+			"name:    " + s.Name() + "\n",
+			"size:    8192 bytes\n",
+			"managed: no\n",
+			"first 64 bytes:\n",
+			"00000000  69 6e 73 70 65 63 74 20  6d 65 00 ff 00 00 00 00  |inspect me......|",
+			"00000030  00",
+		} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("inspect %s does not say %q:\n%s", name, want, r.stdout)
+			}
+		}
+		if runtime.GOOS == "linux" {
+			for _, want := range []string{"mode:    -rw----r--\n", fmt.Sprintf("owner:   uid %d\n", os.Getuid())} {
+				if !strings.Contains(r.stdout, want) {
+					t.Errorf("inspect %s does not say %q:\n%s", name, want, r.stdout)
+				}
+			}
+		}
+	}
+	r := shmCmd(t, "inspect", "-n", "4", s.Name())
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, "first 4 bytes:\n00000000  69 6e 73 70  ") || strings.Contains(r.stdout, "65 63") {
+		t.Errorf("inspect -n 4:\n%s", r.stdout)
+	}
+	if string(s.Bytes()[:10]) != "inspect me" {
+		t.Fatal("inspect changed the segment")
+	}
+
+	missing := namePrefix() + "missing"
+	r = shmCmd(t, "inspect", missing)
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, missing) || !strings.Contains(r.stderr, "no such file") {
+		t.Errorf("inspect of a missing segment: %q", r.stderr)
+	}
+	r = shmCmd(t, "inspect", "a/b")
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "'/' is allowed only as the first byte") {
+		t.Errorf("inspect of a bad name: %q", r.stderr)
+	}
+}
+
+func TestRm(t *testing.T) {
+	a := newSegment(t, 4096)
+	b := newSegment(t, 4096)
+	r := shmCmd(t, "rm", a.Name(), "/"+b.Name())
+	r.want(t, 0)
+	if !gone(a.Name()) || !gone(b.Name()) {
+		t.Fatal("rm left a segment")
+	}
+	a.Bytes()[0] = 1 // mappings outlive the name
+
+	c := newSegment(t, 4096)
+	missing := namePrefix() + "missing"
+	r = shmCmd(t, "rm", missing, c.Name(), "bad/name")
+	r.want(t, 1)
+	if !gone(c.Name()) {
+		t.Fatal("rm stopped at the first error")
+	}
+	for _, want := range []string{missing, "bad/name", "2 of 3 not removed"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("rm errors %q do not mention %q", r.stderr, want)
+		}
+	}
+}
+
+func TestRmLink(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "seg.link")
+	s := newSegment(t, 4096, shm.WithLink(link))
+	r := shmCmd(t, "rm", "--link", link)
+	r.want(t, 0)
+	if !gone(s.Name()) {
+		t.Fatal("rm --link left the segment")
+	}
+	if _, err := os.Lstat(link); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("rm --link left the link: %v", err)
+	}
+	// A file that is not a link is left alone.
+	other := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(other, []byte("not a link\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = shmCmd(t, "rm", "--link", other)
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "not a shm link file") {
+		t.Errorf("rm --link of a text file: %q", r.stderr)
+	}
+	if b, err := os.ReadFile(other); err != nil || string(b) != "not a link\n" {
+		t.Fatalf("rm --link touched a file that is not a link: %v", err)
+	}
+}
+
+func TestIsManaged(t *testing.T) {
+	// Until the managed header is wired in, nothing is ours; afterwards
+	// these are still not.
+	for _, b := range [][]byte{nil, {}, make([]byte, 64), []byte("GOSHM"), bytes.Repeat([]byte{0xff}, 4096)} {
+		if isManaged(b) {
+			t.Errorf("isManaged(%q...) is true", b[:min(len(b), 8)])
+		}
+	}
+}

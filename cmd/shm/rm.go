@@ -1,0 +1,53 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/go-shm/shm"
+)
+
+func init() {
+	register(&command{
+		name:    "rm",
+		args:    "NAME... | --link PATH...",
+		summary: "remove segments, or link files and the segments they name",
+		help: `
+Removes each named segment. Processes that have it mapped keep their
+mapping until they close it; new openers no longer find it.
+
+With --link, every argument is the path of a link file: the segment it
+names is removed (if it still exists) and so is the link file. A path that
+is not a link file is left alone.
+
+Every argument is tried; the exit status is 1 if any of them failed.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.Bool("link", false, "the arguments are link files, not segment names")
+		},
+		run: runRm,
+	})
+}
+
+func runRm(e *env, args []string) error {
+	if len(args) == 0 {
+		return usageErrorf("rm needs at least one name")
+	}
+	links := e.flags.Lookup("link").Value.(flag.Getter).Get().(bool)
+	var errs []error
+	for _, a := range args {
+		var err error
+		if links {
+			err = shm.RemoveLink(a)
+		} else {
+			err = shm.Remove(a)
+		}
+		if err != nil {
+			fmt.Fprintf(e.stderr, "shm rm: %v\n", err)
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%d of %d not removed", len(errs), len(args))
+	}
+	return nil
+}

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"io/fs"
+)
+
+// segInfo is what the system says about a segment, beyond its bytes.
+type segInfo struct {
+	name    string
+	size    int64
+	mode    fs.FileMode
+	uid     int    // -1 where the system does not say
+	managed string // "yes", "no", or "?" when its first bytes could not be read
+}
+
+// isManaged reports whether a segment whose first bytes are b is one of
+// ours: a managed segment, starting with this library's header.
+//
+// TODO(layout): wire this to the managed-segment header of package shm
+// (layout.go) once it exports a check; until then nothing is detected as
+// managed.
+func isManaged(b []byte) bool {
+	_ = b
+	return false
+}
+
+// managedString turns the first bytes of a segment (or the error reading
+// them) into the "ours" column.
+func managedString(b []byte, err error) string {
+	switch {
+	case err != nil:
+		return "?"
+	case isManaged(b):
+		return "yes"
+	}
+	return "no"
+}
+
+// headerPeek is how many bytes isManaged is given.
+const headerPeek = 4096
