@@ -1,0 +1,344 @@
+package shm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/go-shm/shm/internal/proc"
+)
+
+// EventFD is an eventfd event of a managed segment (kinds EventFDAuto and
+// EventFDManual), usable by every process that opens the segment. See the
+// package documentation on eventfd events. Get one from Managed.Event.
+type EventFD struct {
+	f      *os.File
+	rc     interface{ Control(func(uintptr)) error }
+	manual bool
+	closed atomic.Bool
+}
+
+// The eventfd primitive in the segment (32 bytes):
+//
+//	0  int32   the eventfd's number in the creator (for diagnostics)
+//	4  uint32  creator PID
+//	8  uint32  creator start tag
+//	16 [8]byte nonce naming the creator's socket
+const (
+	efdOffFD    = 0
+	efdOffPID   = 4
+	efdOffStart = 8
+	efdOffNonce = 16
+)
+
+// efdSlice bounds one blocking poll, so that Close and a cancelled context
+// are noticed.
+const efdSlice = 100 * time.Millisecond
+
+func newEventFD(fd int, manual bool) (*EventFD, error) {
+	f := os.NewFile(uintptr(fd), "eventfd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &EventFD{f: f, rc: rc, manual: manual}, nil
+}
+
+func (m *Managed) createEventFDs() error {
+	var nonce [8]byte
+	rand.Read(nonce[:])
+	self := proc.Self()
+	any := false
+	for i, e := range m.l.events {
+		if e.kind != EventFDAuto && e.kind != EventFDManual {
+			continue
+		}
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			return fmt.Errorf("event %d: eventfd: %w", i, err)
+		}
+		efd, err := newEventFD(fd, e.kind == EventFDManual)
+		if err != nil {
+			return err
+		}
+		m.efds[i] = efd
+		p := m.seg.data[e.prim : e.prim+eventFDPrimLen]
+		ne := binary.NativeEndian
+		ne.PutUint32(p[efdOffFD:], uint32(fd))
+		ne.PutUint32(p[efdOffPID:], self.PID)
+		ne.PutUint32(p[efdOffStart:], self.Start)
+		copy(p[efdOffNonce:], nonce[:])
+		any = true
+	}
+	if !any {
+		return nil
+	}
+	s, err := serveEventFDs(m, nonce)
+	if err != nil {
+		return err
+	}
+	m.server = s
+	return nil
+}
+
+func efdSocket(nonce []byte) string { return "@go-shm/eventfd/" + hex.EncodeToString(nonce) }
+
+type efdListener struct{ l *net.UnixListener }
+
+func (s efdListener) Close() error { return s.l.Close() }
+
+// serveEventFDs answers openers: each connection sends a 4-byte event index
+// and receives that eventfd with SCM_RIGHTS, if its user is ours or root.
+func serveEventFDs(m *Managed, nonce [8]byte) (efdServer, error) {
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: efdSocket(nonce[:]), Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("eventfd server: %w", err)
+	}
+	uid := uint32(os.Getuid())
+	go func() {
+		for {
+			c, err := l.AcceptUnix()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			serveOne(m, c, uid)
+		}
+	}()
+	return efdListener{l}, nil
+}
+
+func serveOne(m *Managed, c *net.UnixConn, uid uint32) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if cred, err := peerCred(c); err != nil || cred.Uid != uid && cred.Uid != 0 {
+		return
+	}
+	var req [4]byte
+	if _, err := c.Read(req[:]); err != nil {
+		return
+	}
+	i := int(binary.NativeEndian.Uint32(req[:]))
+	m.mu.Lock()
+	var efd *EventFD
+	if i >= 0 && i < len(m.efds) && !m.closed {
+		efd = m.efds[i]
+	}
+	m.mu.Unlock()
+	if efd == nil {
+		return
+	}
+	efd.rc.Control(func(fd uintptr) {
+		c.WriteMsgUnix(req[:], unix.UnixRights(int(fd)), nil)
+	})
+}
+
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	err = rc.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	if err == nil {
+		err = cerr
+	}
+	return cred, err
+}
+
+// openEventFD fetches event i's eventfd from the process that created it.
+func (m *Managed) openEventFD(i int, e eventEntry) (*EventFD, error) {
+	p := m.seg.data[e.prim : e.prim+eventFDPrimLen]
+	ne := binary.NativeEndian
+	creator := proc.ID{PID: ne.Uint32(p[efdOffPID:]), Start: ne.Uint32(p[efdOffStart:])}
+	if !proc.Alive(creator) {
+		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) is gone: %w", i, creator.PID, fs.ErrNotExist)
+	}
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: efdSocket(p[efdOffNonce : efdOffNonce+8]), Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) no longer serves it (%v): %w", i, creator.PID, err, fs.ErrNotExist)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	var req [4]byte
+	binary.NativeEndian.PutUint32(req[:], uint32(i))
+	if _, err := c.Write(req[:]); err != nil {
+		return nil, fmt.Errorf("event %d: asking for the eventfd: %w", i, err)
+	}
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	_, oobn, _, _, err := c.ReadMsgUnix(req[:], oob)
+	if err != nil {
+		return nil, fmt.Errorf("event %d: receiving the eventfd: %w", i, err)
+	}
+	fd, err := oneFD(oob[:oobn])
+	if err != nil {
+		return nil, fmt.Errorf("event %d: %w", i, err)
+	}
+	unix.CloseOnExec(fd)
+	if !isEventFD(fd) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("event %d: %w: the descriptor received is not an eventfd", i, ErrCorrupt)
+	}
+	return newEventFD(fd, e.kind == EventFDManual)
+}
+
+func oneFD(oob []byte) (int, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return -1, err
+	}
+	var fds []int
+	for _, msg := range msgs {
+		f, err := unix.ParseUnixRights(&msg)
+		if err == nil {
+			fds = append(fds, f...)
+		}
+	}
+	if len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return -1, fmt.Errorf("the creator did not send the eventfd (it may have closed the segment): %w", fs.ErrNotExist)
+	}
+	return fds[0], nil
+}
+
+// isEventFD reports whether fd is an eventfd (true if /proc cannot tell).
+func isEventFD(fd int) bool {
+	buf := make([]byte, 64)
+	n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(fd), buf)
+	if err != nil {
+		return true
+	}
+	return string(buf[:n]) == "anon_inode:[eventfd]"
+}
+
+// Fd returns the eventfd's descriptor in this process, for epoll and the
+// like. It stays valid until the Managed is closed; do not close it or read
+// from it (reading consumes the event).
+func (e *EventFD) Fd() int { return int(e.f.Fd()) }
+
+func (e *EventFD) close() error {
+	e.closed.Store(true)
+	return e.f.Close()
+}
+
+// Set signals the event: it adds 1 to the eventfd's counter.
+func (e *EventFD) Set() error {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	var werr error
+	err := e.rc.Control(func(fd uintptr) {
+		_, werr = unix.Write(int(fd), one[:])
+	})
+	if err != nil {
+		return ErrClosed
+	}
+	if werr == unix.EAGAIN {
+		return nil // the counter is at its maximum: set already
+	}
+	return werr
+}
+
+// Reset clears the event by reading the counter.
+func (e *EventFD) Reset() error {
+	_, err := e.take()
+	return err
+}
+
+// take reads (and so clears) the counter; it reports whether it was set.
+func (e *EventFD) take() (bool, error) {
+	var buf [8]byte
+	var n int
+	var rerr error
+	err := e.rc.Control(func(fd uintptr) {
+		n, rerr = unix.Read(int(fd), buf[:])
+	})
+	if err != nil {
+		return false, ErrClosed
+	}
+	if rerr == unix.EAGAIN {
+		return false, nil
+	}
+	return rerr == nil && n == 8, rerr
+}
+
+// Wait waits until the event is set (and, if auto-reset, clears it).
+func (e *EventFD) Wait() error { return e.wait(noDeadline()) }
+
+// WaitTimeout is Wait for at most d (ErrTimeout after that).
+func (e *EventFD) WaitTimeout(d time.Duration) error { return e.wait(timeoutDeadline(d)) }
+
+// WaitContext is Wait until ctx is done (ctx.Err() after that).
+func (e *EventFD) WaitContext(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return e.wait(ctxDeadline(ctx))
+}
+
+func (e *EventFD) wait(dl deadline) error {
+	for {
+		if e.closed.Load() {
+			return ErrClosed
+		}
+		if e.manual {
+			if ok, err := e.poll(0); err != nil || ok {
+				return err
+			}
+		} else if ok, err := e.take(); err != nil || ok {
+			return err
+		}
+		if err := dl.expired(); err != nil {
+			return err
+		}
+		t := efdSlice
+		if !dl.at.IsZero() {
+			if left := time.Until(dl.at); left < t {
+				t = left
+			}
+		}
+		if dl.ctx != nil && t > ctxSlice {
+			t = ctxSlice
+		}
+		if _, err := e.poll(t); err != nil {
+			return err
+		}
+	}
+}
+
+// poll waits at most t for the eventfd to be readable (set).
+func (e *EventFD) poll(t time.Duration) (bool, error) {
+	var ready bool
+	var perr error
+	err := e.rc.Control(func(fd uintptr) {
+		fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		ts := unix.NsecToTimespec(int64(t))
+		n, err := unix.Ppoll(fds[:], &ts, nil)
+		if err == unix.EINTR {
+			return
+		}
+		ready, perr = n > 0 && fds[0].Revents&unix.POLLIN != 0, err
+	})
+	if err != nil {
+		return false, ErrClosed
+	}
+	return ready, perr
+}
+

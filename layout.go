@@ -1,0 +1,341 @@
+package shm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"sort"
+	"unsafe"
+)
+
+// The managed-segment header.
+//
+// A managed segment starts with a fixed 64-byte header, then a table of
+// locks and a table of events (32 bytes an entry), then the primitives the
+// tables point to (each at a 64-byte boundary, so that two primitives never
+// share a cache line), then the user data at a 64-byte boundary:
+//
+//	off  size  field
+//	  0     8  magic "GOSHM\x00\x00\x01"
+//	  8     4  layout version (1)
+//	 12     4  byte-order tag 0x01020304, written in the creator's order
+//	 16     4  word size (8)
+//	 20     4  state: 0 empty, 1 initializing, 2 ready (published last)
+//	 24     4  header size: bytes from 0 to the end of the event table
+//	 28     4  number of locks
+//	 32     4  number of events
+//	 36     4  creator PID
+//	 40     4  creator start tag
+//	 44     4  CRC-32C of bytes [0, header size) with state and checksum as 0
+//	 48     8  data offset
+//	 56     8  data size
+//	 64        lock entries:  kind u32, 0 u32, offset u64, length u64, primitive u64
+//	           event entries: kind u32, 0 u32, primitive u64, 0 u64, 0 u64
+//
+// Offsets of primitives are from the start of the segment; lock ranges are
+// relative to the data. The creator writes everything while the state is 1
+// and then stores 2 atomically; an opener waits (bounded) for 2, then checks
+// every field: magic, version, byte order, word size, checksum, and that
+// every offset and length lies inside the segment, that lock ranges lie
+// inside the data and do not overlap, and that primitives do not overlap
+// the header, the data or each other. Nothing read from the header is
+// trusted before that.
+
+const (
+	headerSize     = 64
+	entrySize      = 32
+	layoutVersion  = 1
+	byteOrderTag   = 0x01020304
+	wordSize       = 8
+	primAlign      = 64
+	dataAlign      = 64
+	maxLocks       = 4096
+	maxEvents      = 4096
+	stateEmpty     = 0
+	stateInit      = 1
+	stateReady     = 2
+	offState       = 20
+	offChecksum    = 44
+	eventFDPrimLen = 32
+)
+
+var magic = [8]byte{'G', 'O', 'S', 'H', 'M', 0, 0, 1}
+
+// LockKind says which lock guards a byte range of a managed segment.
+type LockKind uint32
+
+const (
+	// LockMutex is a Mutex: one holder at a time.
+	LockMutex LockKind = 1 + iota
+	// LockRW is an RWMutex: many readers or one writer.
+	LockRW
+)
+
+func (k LockKind) String() string {
+	switch k {
+	case LockMutex:
+		return "mutex"
+	case LockRW:
+		return "rwlock"
+	}
+	return "LockKind(" + itoa(uint64(k)) + ")"
+}
+
+// LockSpec describes one lock of a managed segment: its kind and the byte
+// range [Offset, Offset+Len) of the data that it guards.
+type LockSpec struct {
+	Kind   LockKind
+	Offset int
+	Len    int
+}
+
+func primSize(kind uint32, isLock bool) uint64 {
+	if isLock {
+		switch LockKind(kind) {
+		case LockMutex:
+			return uint64(unsafe.Sizeof(Mutex{}))
+		case LockRW:
+			return uint64(unsafe.Sizeof(RWMutex{}))
+		}
+		return 0
+	}
+	switch EventKind(kind) {
+	case EventAuto, EventManual, EventBusyAuto, EventBusyManual:
+		return 8
+	case EventFDAuto, EventFDManual:
+		return eventFDPrimLen
+	}
+	return 0
+}
+
+// layout is a parsed, checked header.
+type layout struct {
+	dataOff, dataSize uint64
+	locks             []lockEntry
+	events            []eventEntry
+	creator           [2]uint32 // PID, start tag
+}
+
+type lockEntry struct {
+	kind         LockKind
+	offset, size uint64
+	prim         uint64
+}
+
+type eventEntry struct {
+	kind EventKind
+	prim uint64
+}
+
+func alignUp(x, a uint64) uint64 { return (x + a - 1) &^ (a - 1) }
+
+// plan computes the layout for a configuration (already validated) and the
+// total segment size.
+func plan(dataSize uint64, locks []LockSpec, events []EventKind) (layout, uint64) {
+	l := layout{dataSize: dataSize}
+	hdr := uint64(headerSize + entrySize*(len(locks)+len(events)))
+	p := alignUp(hdr, primAlign)
+	for _, s := range locks {
+		l.locks = append(l.locks, lockEntry{kind: s.Kind, offset: uint64(s.Offset), size: uint64(s.Len), prim: p})
+		p = alignUp(p+primSize(uint32(s.Kind), true), primAlign)
+	}
+	for _, k := range events {
+		l.events = append(l.events, eventEntry{kind: k, prim: p})
+		p = alignUp(p+primSize(uint32(k), false), primAlign)
+	}
+	l.dataOff = alignUp(p, dataAlign)
+	return l, l.dataOff + dataSize
+}
+
+// headerLen is the size of the header and tables for l.
+func (l *layout) headerLen() uint64 {
+	return uint64(headerSize + entrySize*(len(l.locks)+len(l.events)))
+}
+
+// write stores l into b (the whole segment) and leaves the state at
+// initializing; the caller publishes ready.
+func (l *layout) write(b []byte, creatorPID, creatorStart uint32) {
+	ne := binary.NativeEndian
+	copy(b[0:8], magic[:])
+	ne.PutUint32(b[8:], layoutVersion)
+	ne.PutUint32(b[12:], byteOrderTag)
+	ne.PutUint32(b[16:], wordSize)
+	ne.PutUint32(b[24:], uint32(l.headerLen()))
+	ne.PutUint32(b[28:], uint32(len(l.locks)))
+	ne.PutUint32(b[32:], uint32(len(l.events)))
+	ne.PutUint32(b[36:], creatorPID)
+	ne.PutUint32(b[40:], creatorStart)
+	ne.PutUint64(b[48:], l.dataOff)
+	ne.PutUint64(b[56:], l.dataSize)
+	off := headerSize
+	for _, e := range l.locks {
+		ne.PutUint32(b[off:], uint32(e.kind))
+		ne.PutUint64(b[off+8:], e.offset)
+		ne.PutUint64(b[off+16:], e.size)
+		ne.PutUint64(b[off+24:], e.prim)
+		off += entrySize
+	}
+	for _, e := range l.events {
+		ne.PutUint32(b[off:], uint32(e.kind))
+		ne.PutUint64(b[off+8:], e.prim)
+		off += entrySize
+	}
+	ne.PutUint32(b[offChecksum:], checksum(b[:l.headerLen()]))
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// checksum is the CRC-32C of a header with its state and checksum fields
+// taken as zero.
+func checksum(h []byte) uint32 {
+	var zero [4]byte
+	c := crc32.Update(0, castagnoli, h[:offState])
+	c = crc32.Update(c, castagnoli, zero[:])
+	c = crc32.Update(c, castagnoli, h[offState+4:offChecksum])
+	c = crc32.Update(c, castagnoli, zero[:])
+	return crc32.Update(c, castagnoli, h[offChecksum+4:])
+}
+
+// hasMagic reports whether b starts like a managed segment.
+func hasMagic(b []byte) bool {
+	return len(b) >= headerSize && [8]byte(b[:8]) == magic
+}
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+}
+
+// parseLayout checks the header at the start of b (a whole segment, whose
+// state the caller found ready) and returns what it describes. It never
+// reads outside b and never trusts a number it has not checked.
+func parseLayout(b []byte) (layout, error) {
+	if !hasMagic(b) {
+		return layout{}, ErrNotManaged
+	}
+	ne := binary.NativeEndian
+	if v := ne.Uint32(b[12:]); v != byteOrderTag {
+		return layout{}, corrupt("byte-order tag %#x (written by a machine of the other byte order?)", v)
+	}
+	if v := ne.Uint32(b[8:]); v != layoutVersion {
+		return layout{}, corrupt("layout version %d, this package reads %d", v, layoutVersion)
+	}
+	if v := ne.Uint32(b[16:]); v != wordSize {
+		return layout{}, corrupt("word size %d, want %d", v, wordSize)
+	}
+	nl, ne2 := ne.Uint32(b[28:]), ne.Uint32(b[32:])
+	if nl > maxLocks || ne2 > maxEvents {
+		return layout{}, corrupt("%d locks and %d events (at most %d and %d)", nl, ne2, maxLocks, maxEvents)
+	}
+	hl := uint64(ne.Uint32(b[24:]))
+	if want := uint64(headerSize + entrySize*(nl+ne2)); hl != want {
+		return layout{}, corrupt("header size %d, want %d for %d locks and %d events", hl, want, nl, ne2)
+	}
+	size := uint64(len(b))
+	if hl > size {
+		return layout{}, corrupt("header size %d beyond the segment (%d bytes)", hl, size)
+	}
+	if got, want := ne.Uint32(b[offChecksum:]), checksum(b[:hl]); got != want {
+		return layout{}, corrupt("header checksum %#x, computed %#x", got, want)
+	}
+	l := layout{
+		dataOff:  ne.Uint64(b[48:]),
+		dataSize: ne.Uint64(b[56:]),
+		creator:  [2]uint32{ne.Uint32(b[36:]), ne.Uint32(b[40:])},
+	}
+	if l.dataOff%dataAlign != 0 || l.dataOff < hl || l.dataOff > size || l.dataSize > size-l.dataOff {
+		return layout{}, corrupt("data [%d, +%d) not inside the segment (%d bytes) after the header", l.dataOff, l.dataSize, size)
+	}
+	var prims []span
+	addPrim := func(what string, i int, kind uint32, isLock bool, off uint64) error {
+		n := primSize(kind, isLock)
+		if n == 0 {
+			return corrupt("%s %d: unknown kind %d", what, i, kind)
+		}
+		if off%8 != 0 || off < hl || off > l.dataOff || n > l.dataOff-off {
+			return corrupt("%s %d: primitive at %d not between the header and the data", what, i, off)
+		}
+		prims = append(prims, span{off, off + n})
+		return nil
+	}
+	off := uint64(headerSize)
+	var ranges []span
+	for i := 0; i < int(nl); i++ {
+		e := lockEntry{
+			kind:   LockKind(ne.Uint32(b[off:])),
+			offset: ne.Uint64(b[off+8:]),
+			size:   ne.Uint64(b[off+16:]),
+			prim:   ne.Uint64(b[off+24:]),
+		}
+		if err := addPrim("lock", i, uint32(e.kind), true, e.prim); err != nil {
+			return layout{}, err
+		}
+		if e.size == 0 || e.offset > l.dataSize || e.size > l.dataSize-e.offset {
+			return layout{}, corrupt("lock %d: range [%d, +%d) not inside the data (%d bytes)", i, e.offset, e.size, l.dataSize)
+		}
+		ranges = append(ranges, span{e.offset, e.offset + e.size})
+		l.locks = append(l.locks, e)
+		off += entrySize
+	}
+	for i := 0; i < int(ne2); i++ {
+		e := eventEntry{kind: EventKind(ne.Uint32(b[off:])), prim: ne.Uint64(b[off+8:])}
+		if err := addPrim("event", i, uint32(e.kind), false, e.prim); err != nil {
+			return layout{}, err
+		}
+		l.events = append(l.events, e)
+		off += entrySize
+	}
+	if i, j, ok := overlap(prims); ok {
+		return layout{}, corrupt("primitives at %d and %d overlap", prims[i].lo, prims[j].lo)
+	}
+	if i, j, ok := overlap(ranges); ok {
+		return layout{}, corrupt("lock ranges [%d, %d) and [%d, %d) overlap", ranges[i].lo, ranges[i].hi, ranges[j].lo, ranges[j].hi)
+	}
+	return l, nil
+}
+
+// span is a half-open range [lo, hi).
+type span struct{ lo, hi uint64 }
+
+// overlap reports two overlapping spans, by index.
+func overlap(s []span) (int, int, bool) {
+	idx := make([]int, len(s))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return s[idx[a]].lo < s[idx[b]].lo })
+	for k := 1; k < len(idx); k++ {
+		if s[idx[k]].lo < s[idx[k-1]].hi {
+			return idx[k-1], idx[k], true
+		}
+	}
+	return 0, 0, false
+}
+
+// checkConfig validates a configuration before anything is created.
+func checkConfig(size int, locks []LockSpec, events []EventKind) error {
+	if size <= 0 || uint64(size) > maxSize/2 {
+		return fmt.Errorf("%w: data size %d", ErrInvalidSize, size)
+	}
+	if len(locks) > maxLocks || len(events) > maxEvents {
+		return fmt.Errorf("%w: %d locks and %d events (at most %d and %d)", ErrRange, len(locks), len(events), maxLocks, maxEvents)
+	}
+	var ranges []span
+	for i, l := range locks {
+		if primSize(uint32(l.Kind), true) == 0 {
+			return fmt.Errorf("%w: lock %d: unknown kind %v", ErrRange, i, l.Kind)
+		}
+		if l.Offset < 0 || l.Len <= 0 || l.Offset > size || l.Len > size-l.Offset {
+			return fmt.Errorf("%w: lock %d: range [%d, %d+%d) not inside the data (%d bytes)", ErrRange, i, l.Offset, l.Offset, l.Len, size)
+		}
+		ranges = append(ranges, span{uint64(l.Offset), uint64(l.Offset + l.Len)})
+	}
+	if i, j, ok := overlap(ranges); ok {
+		return fmt.Errorf("%w: locks %d and %d guard overlapping ranges", ErrRange, i, j)
+	}
+	for i, k := range events {
+		if primSize(uint32(k), false) == 0 {
+			return fmt.Errorf("%w: event %d: unknown kind %v", ErrRange, i, k)
+		}
+	}
+	return nil
+}
