@@ -341,4 +341,3 @@ func (e *EventFD) poll(t time.Duration) (bool, error) {
 	}
 	return ready, perr
 }
-
