@@ -1,0 +1,207 @@
+package examples_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-shm/shm"
+)
+
+// The tests build the examples and run them as separate processes, as a
+// user would.
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "shm-examples-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./raw_create", "./raw_open").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running example.
+type proc struct {
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+	done chan error
+}
+
+func start(t *testing.T, prog string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(filepath.Join(binDir, prog), args...), done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+	})
+	return p
+}
+
+// wait returns how p ended, killing it if it runs longer than d.
+func (p *proc) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(d):
+		p.cmd.Process.Kill()
+		t.Fatalf("%s still running after %v:\n%s", p.cmd.Path, d, p.out.String())
+		return nil
+	}
+}
+
+var counter int
+
+func uniqueName(t *testing.T) string {
+	counter++
+	name := fmt.Sprintf("shmexample-%d-%d", os.Getpid(), counter)
+	t.Cleanup(func() { shm.Remove(name) })
+	return name
+}
+
+func gone(t *testing.T, name string) {
+	t.Helper()
+	s, err := shm.Open(name, shm.ReadOnly())
+	if err == nil {
+		s.Close()
+		t.Fatalf("segment %s is still there", name)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+}
+
+func waitExists(t *testing.T, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := shm.Open(name, shm.ReadOnly())
+		if err == nil {
+			s.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("segment %s never appeared: %v", name, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func runPair(t *testing.T, name string, openFirst bool) {
+	var args []string
+	if name != "some_raw_map" {
+		args = []string{"-name", name}
+	}
+	var c, o *proc
+	if openFirst {
+		o = start(t, "raw_open", args...)
+		time.Sleep(100 * time.Millisecond)
+		c = start(t, "raw_create", args...)
+	} else {
+		c = start(t, "raw_create", args...)
+		o = start(t, "raw_open", args...)
+	}
+	if err := o.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("raw_open: %v\n%s", err, o.out.String())
+	}
+	if err := c.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("raw_create: %v\n%s", err, c.out.String())
+	}
+	want := fmt.Sprintf("Created segment %q: 4096 bytes\n", name)
+	if out := c.out.String(); !strings.Contains(out, want) || !strings.HasSuffix(out, "Done\n") {
+		t.Fatalf("raw_create printed:\n%s\nwant %q and Done", out, want)
+	}
+	if out := o.out.String(); !strings.HasSuffix(out, "Done\n") {
+		t.Fatalf("raw_open printed:\n%s", out)
+	}
+	gone(t, name)
+}
+
+func TestRawPair(t *testing.T) {
+	t.Run("started together", func(t *testing.T) { runPair(t, uniqueName(t), false) })
+	t.Run("opener first", func(t *testing.T) { runPair(t, uniqueName(t), true) })
+	t.Run("default name", func(t *testing.T) {
+		if s, err := shm.Open("some_raw_map", shm.ReadOnly()); err == nil {
+			s.Close()
+			t.Skip("some_raw_map exists already (another run of the example?): not touching it")
+		}
+		runPair(t, "some_raw_map", false)
+	})
+}
+
+func TestRawCreateNobodyComes(t *testing.T) {
+	name := uniqueName(t)
+	c := start(t, "raw_create", "-name", name, "-timeout", "300ms")
+	err := c.wait(t, 20*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("raw_create with nobody coming ended with %v, want exit status 1\n%s", err, c.out.String())
+	}
+	if !strings.Contains(c.out.String(), "nobody set byte 0 within 300ms") {
+		t.Fatalf("raw_create does not say why it failed:\n%s", c.out.String())
+	}
+	gone(t, name)
+}
+
+func TestRawCreateInterrupted(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no SIGINT to send on Windows")
+	}
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
+		name := uniqueName(t)
+		c := start(t, "raw_create", "-name", name)
+		waitExists(t, name)
+		time.Sleep(50 * time.Millisecond) // let it reach its wait
+		c.cmd.Process.Signal(sig)
+		err := c.wait(t, 20*time.Second)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("raw_create after %v ended with %v, want exit status 1\n%s", sig, err, c.out.String())
+		}
+		gone(t, name)
+	}
+}
+
+func TestRawCreateNameTaken(t *testing.T) {
+	name := uniqueName(t)
+	s, err := shm.Create(name, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := start(t, "raw_create", "-name", name)
+	err = c.wait(t, 20*time.Second)
+	if err == nil || !strings.Contains(c.out.String(), "shm rm "+name) {
+		t.Fatalf("raw_create over an existing name: %v\n%s", err, c.out.String())
+	}
+	if s2, err := shm.Open(name); err != nil || s2.Size() != 100 {
+		t.Fatalf("raw_create touched a segment it did not create: %v", err)
+	} else {
+		s2.Close()
+	}
+}
