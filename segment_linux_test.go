@@ -1,9 +1,13 @@
 package shm
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -90,4 +94,95 @@ func TestSegmentNotASegment(t *testing.T) {
 			}
 		})
 	}
+}
+
+func init() {
+	registerChild("seg-permission", childPermission)
+}
+
+// childPermission (args: name, expectations) opens the segment read-write
+// and read-only and checks each outcome: "perm" for fs.ErrPermission, "ok"
+// for success.
+func childPermission(args []string) error {
+	name := args[0]
+	for i, opts := range [][]Option{nil, {ReadOnly()}} {
+		s, err := Open(name, opts...)
+		got := "ok"
+		if err != nil {
+			got = err.Error()
+			if errors.Is(err, fs.ErrPermission) {
+				got = "perm"
+			}
+		} else {
+			s.Close()
+		}
+		if want := args[1+i]; got != want {
+			return fmt.Errorf("open %d as uid %d: got %s, want %s", i, os.Getuid(), got, want)
+		}
+	}
+	return nil
+}
+
+// TestSegmentPermission opens segments the caller may not write, or not
+// read, from a process of another user: the error matches fs.ErrPermission.
+func TestSegmentPermission(t *testing.T) {
+	if os.Getuid() != 0 {
+		// Without root there is no other user to be; the owner without
+		// write permission still shows the read-write refusal.
+		name := testName(t)
+		mustCreate(t, name, 4096, WithMode(0o400))
+		if _, err := Open(name); !errors.Is(err, fs.ErrPermission) {
+			t.Fatalf("read-write Open of a 0400 segment: %v, want fs.ErrPermission", err)
+		}
+		r, err := Open(name, ReadOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		return
+	}
+	// Root reads everything: run the opener as nobody, from a copy of the
+	// test binary that nobody may execute.
+	dir, err := os.MkdirTemp("", "shm-perm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "shm.test")
+	if err := copyFile(os.Args[0], bin); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, bin} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const nobody = 65534
+	for _, tc := range []struct {
+		mode   fs.FileMode
+		rw, ro string
+	}{
+		{0o600, "perm", "perm"},
+		{0o644, "perm", "ok"},
+		{0o666, "ok", "ok"},
+	} {
+		name := testName(t)
+		mustCreate(t, name, 4096, WithMode(tc.mode))
+		a, _ := json.Marshal([]string{name, tc.rw, tc.ro})
+		cmd := exec.Command(bin, "-test.run=^$")
+		cmd.Env = append(os.Environ(), childEnv+"=seg-permission", childArgsEnv+"="+string(a))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("mode %v: %v\n%s", tc.mode, err, out)
+		}
+	}
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
 }
