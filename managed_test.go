@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sync/atomic"
@@ -521,4 +522,56 @@ func TestEventFDCreatorGone(t *testing.T) {
 	if _, err := late.Event(0); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("late opener after the creator closed: %v, want fs.ErrNotExist", err)
 	}
+}
+
+func TestManagedInspect(t *testing.T) {
+	m := createManaged(t, testConfig(testName(t)))
+	g, err := m.Lock(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.RLock(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := m.Event(1)
+	ev.Set()
+	ro, err := OpenManaged(m.Name(), ReadOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if !IsManaged(ro.Segment().Bytes()) {
+		t.Fatal("IsManaged false")
+	}
+	me := Process{PID: os.Getpid(), Alive: true}
+	if c := ro.Creator(); c != me {
+		t.Fatalf("Creator = %+v, want %+v", c, me)
+	}
+	s0, _ := ro.LockState(0)
+	if s0.Writer != me || s0.OwnerDied {
+		t.Fatalf("lock 0: %+v", s0)
+	}
+	s1, _ := ro.LockState(1)
+	if s1.Writer.PID != 0 || len(s1.Readers) != 1 || s1.Readers[0] != me {
+		t.Fatalf("lock 1: %+v", s1)
+	}
+	s2, _ := ro.LockState(2)
+	if s2.Writer.PID != 0 || s2.Len != 2048 || s2.Kind != LockMutex {
+		t.Fatalf("lock 2: %+v", s2)
+	}
+	e1, _ := ro.EventState(1)
+	e0, _ := ro.EventState(0)
+	if !e1.Set || e0.Set || e1.Kind != EventManual {
+		t.Fatalf("events: %+v %+v", e0, e1)
+	}
+	e4, _ := ro.EventState(4)
+	if e4.Creator != me {
+		t.Fatalf("eventfd creator: %+v", e4)
+	}
+	if _, err := ro.LockState(3); !errors.Is(err, ErrRange) {
+		t.Fatalf("LockState(3): %v", err)
+	}
+	g.Unlock()
+	r.Unlock()
 }

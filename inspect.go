@@ -1,0 +1,99 @@
+package shm
+
+import (
+	"sync/atomic"
+
+	"github.com/go-shm/shm/internal/proc"
+)
+
+// IsManaged reports whether b, the start of a segment, begins with a managed
+// segment's magic number. It says nothing of whether the rest is valid: use
+// OpenManaged for that.
+func IsManaged(b []byte) bool { return hasMagic(b) }
+
+// Process identifies a process that holds a lock or created a segment.
+type Process struct {
+	PID   int  // its process ID (0: none)
+	Alive bool // whether it is still running (checked now)
+}
+
+func process(id proc.ID) Process {
+	if id.PID == 0 {
+		return Process{}
+	}
+	return Process{PID: int(id.PID), Alive: proc.Alive(id)}
+}
+
+// LockState is a snapshot of a lock of a managed segment, for diagnostics
+// (shm inspect). It may be out of date as soon as it is taken.
+type LockState struct {
+	LockSpec
+	Writer    Process   // the holder of a Mutex, or the writer of an RWMutex
+	Readers   []Process // processes holding read locks on an RWMutex
+	Anonymous int       // read locks not tracked by process (see RWMutex)
+	Waiters   bool      // some process may be asleep waiting
+	OwnerDied bool      // a holder died and no one has called MarkConsistent
+}
+
+// LockState returns a snapshot of lock i. It reads the lock without taking
+// it, so it works on a segment opened with ReadOnly too.
+func (m *Managed) LockState(i int) (LockState, error) {
+	if i < 0 || i >= len(m.l.locks) {
+		return LockState{}, m.rangeErr("lock", i, len(m.l.locks))
+	}
+	e := m.l.locks[i]
+	st := LockState{LockSpec: LockSpec{Kind: e.kind, Offset: int(e.offset), Len: int(e.size)}}
+	var mu *Mutex
+	if e.kind == LockMutex {
+		mu = (*Mutex)(m.prim(e.prim))
+	} else {
+		rw := (*RWMutex)(m.prim(e.prim))
+		mu = &rw.w
+		for j := range rw.slots {
+			v := atomic.LoadUint64(&rw.slots[j])
+			if v&rCountMask != 0 {
+				st.Readers = append(st.Readers, process(slotOwner(v)))
+			}
+		}
+		st.Anonymous = int(atomic.LoadUint32(&rw.anon))
+		st.Waiters = atomic.LoadUint32(&rw.gate)&gReaders != 0
+	}
+	w := atomic.LoadUint64(&mu.state)
+	st.Writer = process(ownerOf(w))
+	st.Waiters = st.Waiters || w&mWaiters != 0
+	st.OwnerDied = w&mInconsistent != 0
+	return st, nil
+}
+
+// EventState is a snapshot of an event of a managed segment.
+type EventState struct {
+	Kind    EventKind
+	Set     bool    // whether it is set (not known for eventfd events)
+	Waiters int     // registered sleepers (kernel events only)
+	Creator Process // for eventfd events: the process that serves it
+}
+
+// EventState returns a snapshot of event i, without changing it.
+func (m *Managed) EventState(i int) (EventState, error) {
+	if i < 0 || i >= len(m.l.events) {
+		return EventState{}, m.rangeErr("event", i, len(m.l.events))
+	}
+	e := m.l.events[i]
+	st := EventState{Kind: e.kind}
+	switch e.kind {
+	case EventAuto, EventManual:
+		v := atomic.LoadUint32((*uint32)(m.prim(e.prim)))
+		st.Set, st.Waiters = v&evSet != 0, int(v/evWaiter)
+	case EventBusyAuto, EventBusyManual:
+		st.Set = atomic.LoadUint32((*uint32)(m.prim(e.prim))) != 0
+	case EventFDAuto, EventFDManual:
+		p := (*[2]uint32)(m.prim(e.prim + 4))
+		st.Creator = process(proc.ID{PID: atomic.LoadUint32(&p[0]), Start: atomic.LoadUint32(&p[1])})
+	}
+	return st, nil
+}
+
+// Creator returns the process that created the segment.
+func (m *Managed) Creator() Process {
+	return process(proc.ID{PID: m.l.creator[0], Start: m.l.creator[1]})
+}
