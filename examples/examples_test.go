@@ -17,8 +17,8 @@ import (
 	"github.com/go-shm/shm"
 )
 
-// The tests build the examples and run them as separate processes, as a
-// user would.
+// The tests build every example (each main package under examples/) once,
+// into binDir, and run them as separate processes, as a user would.
 
 var binDir string
 
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./raw_create", "./raw_open").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./...").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		os.RemoveAll(dir)
