@@ -43,7 +43,7 @@ Ctrl-C included.`,
 
 // demoState is the demo's shared data, guarded by lock 0.
 type demoState struct {
-	Counter uint64
+	Counter  uint64
 	Ready    uint32 // workers that opened the segment (atomic)
 	Finished uint32 // workers done counting (atomic)
 }
