@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -261,7 +260,7 @@ func TestLinkNotALink(t *testing.T) {
 		{"symlink to a valid link", func(p string) error { return os.Symlink(valid, p) }, "symbolic link"},
 		{"dangling symlink", func(p string) error { return os.Symlink(filepath.Join(dir, "nowhere"), p) }, "symbolic link"},
 		{"directory", func(p string) error { return os.Mkdir(p, 0o700) }, "not a regular file"},
-		{"fifo", func(p string) error { return syscall.Mkfifo(p, 0o600) }, "not a regular file"},
+		{"fifo", func(p string) error { return mkfifo(p) }, "not a regular file"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			p := filepath.Join(dir, strings.ReplaceAll(tc.desc, " ", "-"))
@@ -317,8 +316,8 @@ func TestLinkNotALink(t *testing.T) {
 }
 
 func TestLinkFile(t *testing.T) {
-	old := syscall.Umask(0o077)
-	defer syscall.Umask(old)
+	old := setUmask(0o077)
+	defer setUmask(old)
 	for _, tc := range []struct {
 		mode, want fs.FileMode
 	}{
