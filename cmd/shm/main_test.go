@@ -293,11 +293,53 @@ func TestRmLink(t *testing.T) {
 }
 
 func TestIsManaged(t *testing.T) {
-	// Until the managed header is wired in, nothing is ours; afterwards
-	// these are still not.
-	for _, b := range [][]byte{nil, {}, make([]byte, 64), []byte("GOSHM"), bytes.Repeat([]byte{0xff}, 4096)} {
-		if isManaged(b) {
-			t.Errorf("isManaged(%q...) is true", b[:min(len(b), 8)])
+	header := make([]byte, 64)
+	copy(header, "GOSHM\x00\x00\x01")
+	for _, tc := range []struct {
+		b    []byte
+		want bool
+	}{
+		{nil, false},
+		{[]byte{}, false},
+		{make([]byte, 64), false},
+		{[]byte("GOSHM\x00\x00\x01"), false}, // shorter than a header
+		{bytes.Repeat([]byte{0xff}, 4096), false},
+		{header, true},
+	} {
+		if got := isManaged(tc.b); got != tc.want {
+			t.Errorf("isManaged(%q...) = %v, want %v", tc.b[:min(len(tc.b), 8)], got, tc.want)
 		}
+	}
+}
+
+// newManaged creates a managed segment that is gone when the test ends.
+func newManaged(t *testing.T) *shm.Managed {
+	t.Helper()
+	name := fmt.Sprintf("%s%d", namePrefix(), counter.Add(1))
+	m, err := shm.Config{Name: name, Size: 256}.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		m.Close()
+		shm.Remove(name)
+	})
+	return m
+}
+
+func TestManagedIsOurs(t *testing.T) {
+	m := newManaged(t)
+	r := shmCmd(t, "inspect", m.Name())
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, "managed: yes\n") {
+		t.Errorf("inspect of a managed segment:\n%s", r.stdout)
+	}
+	if runtime.GOOS != "linux" {
+		return
+	}
+	r = shmCmd(t, "ls")
+	r.want(t, 0)
+	if !regexp.MustCompile(`(?m)\s+yes\s+` + regexp.QuoteMeta(m.Name()) + `$`).MatchString(r.stdout) {
+		t.Errorf("ls does not call the managed segment ours:\n%s", r.stdout)
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"io/fs"
+
+	"github.com/go-shm/shm"
 )
 
 // segInfo is what the system says about a segment, beyond its bytes.
@@ -14,15 +16,9 @@ type segInfo struct {
 }
 
 // isManaged reports whether a segment whose first bytes are b is one of
-// ours: a managed segment, starting with this library's header.
-//
-// TODO(layout): wire this to the managed-segment header of package shm
-// (layout.go) once it exports a check; until then nothing is detected as
-// managed.
-func isManaged(b []byte) bool {
-	_ = b
-	return false
-}
+// ours: a managed segment, starting with this library's header (its magic
+// number; whether the rest is valid is for shm.OpenManaged to say).
+func isManaged(b []byte) bool { return shm.IsManaged(b) }
 
 // managedString turns the first bytes of a segment (or the error reading
 // them) into the "ours" column.
