@@ -18,7 +18,7 @@ func selfID() ID {
 	if !ok {
 		// /proc is not mounted: we cannot tell our start time. Use a tag that
 		// no stat line yields so PID reuse detection degrades to kill(0).
-		return ID{PID: pid, Start: 1}
+		return ID{PID: pid, Start: unknownStart}
 	}
 	return ID{PID: pid, Start: tag(st.start)}
 }
@@ -33,7 +33,7 @@ func alive(id ID) bool {
 	if !st.exists || st.state == 'Z' || st.state == 'X' {
 		return false
 	}
-	return tag(st.start) == id.Start
+	return id.Start == unknownStart || tag(st.start) == id.Start
 }
 
 type procStat struct {
