@@ -2,6 +2,7 @@ package shm
 
 import (
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/go-shm/shm/internal/proc"
 )
@@ -96,4 +97,16 @@ func (m *Managed) EventState(i int) (EventState, error) {
 // Creator returns the process that created the segment.
 func (m *Managed) Creator() Process {
 	return process(proc.ID{PID: m.l.creator[0], Start: m.l.creator[1]})
+}
+
+// Creator returns the process recorded as the creator in the header at the
+// start of b, a managed segment, even one whose creator never finished
+// writing it; ok is false if b does not start with a managed header.
+func Creator(b []byte) (p Process, ok bool) {
+	if !hasMagic(b) {
+		return Process{}, false
+	}
+	pid := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[36])))
+	start := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[40])))
+	return process(proc.ID{PID: pid, Start: start}), true
 }

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/go-shm/shm"
 )
@@ -58,7 +61,93 @@ func runInspect(e *env, args []string) error {
 		managed = "yes"
 	}
 	fmt.Fprintf(w, "managed: %s\n", managed)
+	if isManaged(b) {
+		inspectManaged(w, seg.Name(), b)
+	}
 	show := min(n, len(b))
 	fmt.Fprintf(w, "first %s bytes:\n%s", strconv.Itoa(show), hex.Dump(b[:show]))
 	return nil
+}
+
+// inspectManaged prints what a managed segment's header says, and the state
+// of each of its locks and events.
+func inspectManaged(w io.Writer, name string, b []byte) {
+	fmt.Fprintf(w, "creator: %s\n", creatorString(b))
+	shm.ReadyTimeout = 200 * time.Millisecond
+	m, err := shm.OpenManaged(name, shm.ReadOnly())
+	if err != nil {
+		fmt.Fprintf(w, "header:  %v\n", err)
+		return
+	}
+	defer m.Close()
+	fmt.Fprintf(w, "data:    %d bytes, %d lock(s), %d event(s)\n", len(m.Data()), m.NumLocks(), m.NumEvents())
+	for i := 0; i < m.NumLocks(); i++ {
+		st, err := m.LockState(i)
+		if err != nil {
+			fmt.Fprintf(w, "lock %d:  %v\n", i, err)
+			continue
+		}
+		fmt.Fprintf(w, "lock %d:  %v [%d, %d): %s\n", i, st.Kind, st.Offset, st.Offset+st.Len, lockStateString(st))
+	}
+	for i := 0; i < m.NumEvents(); i++ {
+		st, err := m.EventState(i)
+		if err != nil {
+			fmt.Fprintf(w, "event %d: %v\n", i, err)
+			continue
+		}
+		fmt.Fprintf(w, "event %d: %v: %s\n", i, st.Kind, eventStateString(st))
+	}
+}
+
+func processString(p shm.Process) string {
+	if p.Alive {
+		return fmt.Sprintf("pid %d", p.PID)
+	}
+	return fmt.Sprintf("pid %d (DEAD)", p.PID)
+}
+
+func lockStateString(st shm.LockState) string {
+	var parts []string
+	if st.Writer.PID != 0 {
+		what := "held by "
+		if st.Kind == shm.LockRW {
+			what = "write-locked by "
+		}
+		parts = append(parts, what+processString(st.Writer))
+	}
+	if len(st.Readers) > 0 {
+		var rs []string
+		for _, r := range st.Readers {
+			rs = append(rs, processString(r))
+		}
+		parts = append(parts, "read-locked by "+strings.Join(rs, ", "))
+	}
+	if st.Anonymous > 0 {
+		parts = append(parts, fmt.Sprintf("%d untracked read lock(s)", st.Anonymous))
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "free")
+	}
+	if st.Waiters {
+		parts = append(parts, "waiters")
+	}
+	if st.OwnerDied {
+		parts = append(parts, "a holder died (not yet marked consistent)")
+	}
+	return strings.Join(parts, "; ")
+}
+
+func eventStateString(st shm.EventState) string {
+	switch st.Kind {
+	case shm.EventFDAuto, shm.EventFDManual:
+		return "served by " + processString(st.Creator)
+	}
+	s := "clear"
+	if st.Set {
+		s = "set"
+	}
+	if st.Waiters > 0 {
+		s += fmt.Sprintf("; %d waiter(s)", st.Waiters)
+	}
+	return s
 }

@@ -107,7 +107,10 @@ func newSegment(t *testing.T, size int, opts ...shm.Option) *shm.Segment {
 }
 
 func gone(name string) bool {
-	_, err := shm.Open(name, shm.ReadOnly())
+	s, err := shm.Open(name, shm.ReadOnly())
+	if err == nil {
+		s.Close()
+	}
 	return errors.Is(err, fs.ErrNotExist)
 }
 
@@ -176,13 +179,13 @@ func TestLs(t *testing.T) {
 	r := shmCmd(t, "ls")
 	r.want(t, 0)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if !regexp.MustCompile(`^SIZE\s+MODE\s+UID\s+OURS\s+NAME$`).MatchString(lines[0]) {
+	if !regexp.MustCompile(`^SIZE\s+MODE\s+UID\s+OURS\s+CREATOR\s+MAPS\s+NAME$`).MatchString(lines[0]) {
 		t.Fatalf("header %q", lines[0])
 	}
 	uid := os.Getuid()
 	for _, want := range []string{
-		fmt.Sprintf(`^4096\s+-rw-r-----\s+%d\s+no\s+%s$`, uid, regexp.QuoteMeta(a.Name())),
-		fmt.Sprintf(`^12345\s+-rw-------\s+%d\s+no\s+%s$`, uid, regexp.QuoteMeta(b.Name())),
+		fmt.Sprintf(`^4096\s+-rw-r-----\s+%d\s+no\s+-\s+0\s+%s$`, uid, regexp.QuoteMeta(a.Name())),
+		fmt.Sprintf(`^12345\s+-rw-------\s+%d\s+no\s+-\s+0\s+%s$`, uid, regexp.QuoteMeta(b.Name())),
 	} {
 		if !regexp.MustCompile(`(?m)` + want).MatchString(r.stdout) {
 			t.Errorf("ls has no line matching %s:\n%s", want, r.stdout)
@@ -339,7 +342,7 @@ func TestManagedIsOurs(t *testing.T) {
 	}
 	r = shmCmd(t, "ls")
 	r.want(t, 0)
-	if !regexp.MustCompile(`(?m)\s+yes\s+` + regexp.QuoteMeta(m.Name()) + `$`).MatchString(r.stdout) {
+	if !regexp.MustCompile(`(?m)\s+yes\s+pid \d+ \(alive\)\s+\d+\s+` + regexp.QuoteMeta(m.Name()) + `$`).MatchString(r.stdout) {
 		t.Errorf("ls does not call the managed segment ours:\n%s", r.stdout)
 	}
 }

@@ -10,7 +10,7 @@ import (
 func init() {
 	register(&command{
 		name:    "rm",
-		args:    "NAME... | --link PATH...",
+		args:    "NAME... | --link PATH... | --stale [PATH...]",
 		summary: "remove segments, or link files and the segments they name",
 		help: `
 Removes each named segment. Processes that have it mapped keep their
@@ -20,19 +20,33 @@ With --link, every argument is the path of a link file: the segment it
 names is removed (if it still exists) and so is the link file. A path that
 is not a link file is left alone.
 
+With --stale, removes every segment of ours (a managed segment, which
+records its creator) whose creator is dead and that no process maps, and
+says what it removed. The arguments, if any, are link files or directories
+holding link files: a link whose creator is dead is removed too, with its
+segment if nobody maps that. Segments without our header never count as
+stale: nothing says who made them.
+
 Every argument is tried; the exit status is 1 if any of them failed.`,
 		flags: func(fs *flag.FlagSet) {
 			fs.Bool("link", false, "the arguments are link files, not segment names")
+			fs.Bool("stale", false, "remove segments and link files whose creator is dead and that nobody maps")
 		},
 		run: runRm,
 	})
 }
 
 func runRm(e *env, args []string) error {
+	links := e.flags.Lookup("link").Value.(flag.Getter).Get().(bool)
+	if e.flags.Lookup("stale").Value.(flag.Getter).Get().(bool) {
+		if links {
+			return usageErrorf("--stale and --link do not go together")
+		}
+		return removeStale(e, args)
+	}
 	if len(args) == 0 {
 		return usageErrorf("rm needs at least one name")
 	}
-	links := e.flags.Lookup("link").Value.(flag.Getter).Get().(bool)
 	var errs []error
 	for _, a := range args {
 		var err error

@@ -13,6 +13,7 @@ type segInfo struct {
 	mode    fs.FileMode
 	uid     int    // -1 where the system does not say
 	managed string // "yes", "no", or "?" when its first bytes could not be read
+	head    []byte // its first bytes (up to headerPeek), nil if unread
 }
 
 // isManaged reports whether a segment whose first bytes are b is one of

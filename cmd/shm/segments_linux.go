@@ -56,7 +56,8 @@ func statSegment(name string) (segInfo, error) {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		s.uid = int(st.Uid)
 	}
-	s.managed = managedString(peek(p))
+	head, err := peek(p)
+	s.managed, s.head = managedString(head, err), head
 	return s, nil
 }
 

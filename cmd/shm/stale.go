@@ -1,0 +1,138 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/go-shm/shm"
+)
+
+// What a segment's creator and its users say about whether it is stale.
+
+// creatorString describes the creator recorded in a managed segment's
+// header: "pid N (alive)", "pid N (dead)", or "-" when there is no record.
+func creatorString(b []byte) string {
+	p, ok := shm.Creator(b)
+	switch {
+	case !ok || p.PID == 0:
+		return "-"
+	case p.Alive:
+		return fmt.Sprintf("pid %d (alive)", p.PID)
+	}
+	return fmt.Sprintf("pid %d (dead)", p.PID)
+}
+
+// staleReason says why the segment whose first bytes are b is stale, or ""
+// if it is not: it must carry our header, its creator must be dead, and no
+// process may map it.
+func staleReason(name string, b []byte) string {
+	p, ok := shm.Creator(b)
+	if !ok || p.PID == 0 || p.Alive {
+		return ""
+	}
+	n, err := mappers(name)
+	if err != nil || n != 0 {
+		return ""
+	}
+	return fmt.Sprintf("creator pid %d is dead and no process maps it", p.PID)
+}
+
+func mapsString(name string) string {
+	n, err := mappers(name)
+	if err != nil {
+		return "?"
+	}
+	return fmt.Sprint(n)
+}
+
+// removeStale implements rm --stale.
+func removeStale(e *env, paths []string) error {
+	var errs []error
+	fail := func(err error) {
+		fmt.Fprintf(e.stderr, "shm rm: %v\n", err)
+		errs = append(errs, err)
+	}
+	removed := 0
+	for _, p := range paths {
+		links, err := linkFiles(p)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		for _, l := range links {
+			info, err := shm.ReadLink(l)
+			if err != nil || info.CreatorAlive() {
+				continue
+			}
+			if n, err := mappers(info.Name); err != nil || n != 0 {
+				if err == nil {
+					fmt.Fprintf(e.stdout, "kept link %s: its creator pid %d is dead, but %d process(es) map segment %s\n", l, info.PID, n, info.Name)
+				}
+				continue
+			}
+			if err := shm.RemoveLink(l); err != nil {
+				fail(err)
+				continue
+			}
+			removed++
+			fmt.Fprintf(e.stdout, "removed link %s and its segment %s (creator pid %d is dead and no process maps it)\n", l, info.Name, info.PID)
+		}
+	}
+	if canList {
+		segs, err := listSegments()
+		if err != nil {
+			fail(err)
+		}
+		for _, s := range segs {
+			why := staleReason(s.name, s.head)
+			if why == "" {
+				continue
+			}
+			if err := shm.Remove(s.name); err != nil {
+				fail(err)
+				continue
+			}
+			removed++
+			fmt.Fprintf(e.stdout, "removed segment %s (%s)\n", s.name, why)
+		}
+	} else if len(paths) == 0 {
+		return errNoListStale
+	}
+	if removed == 0 && len(errs) == 0 {
+		fmt.Fprintln(e.stdout, "nothing stale")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%d error(s)", len(errs))
+	}
+	return nil
+}
+
+var errNoListStale = fmt.Errorf("cannot look for stale segments without listing them; name link files or directories: %w", errors.ErrUnsupported)
+
+// linkFiles returns path if it is a link file, or the link files directly
+// inside it if it is a directory.
+func linkFiles(path string) ([]string, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return []string{path}, nil
+	}
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			p := filepath.Join(path, e.Name())
+			if _, err := shm.ReadLink(p); err == nil {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
