@@ -2,7 +2,6 @@ package shm
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -29,18 +29,7 @@ type EventFD struct {
 	closed atomic.Bool
 }
 
-// The eventfd primitive in the segment (32 bytes):
-//
-//	0  int32   the eventfd's number in the creator (for diagnostics)
-//	4  uint32  creator PID
-//	8  uint32  creator start tag
-//	16 [8]byte nonce naming the creator's socket
-const (
-	efdOffFD    = 0
-	efdOffPID   = 4
-	efdOffStart = 8
-	efdOffNonce = 16
-)
+const eventFDSupported = true
 
 // efdSlice bounds one blocking poll, so that Close and a cancelled context
 // are noticed.
@@ -56,10 +45,9 @@ func newEventFD(fd int, manual bool) (*EventFD, error) {
 	return &EventFD{f: f, rc: rc, manual: manual}, nil
 }
 
-func (m *Managed) createEventFDs() error {
-	var nonce [8]byte
-	rand.Read(nonce[:])
-	self := proc.Self()
+// createEventFDs makes the creator's eventfds and starts serving them under
+// nonce (the header already names this process and the nonce).
+func (m *Managed) createEventFDs(nonce [8]byte) error {
 	any := false
 	for i, e := range m.l.events {
 		if e.kind != EventFDAuto && e.kind != EventFDManual {
@@ -75,11 +63,7 @@ func (m *Managed) createEventFDs() error {
 		}
 		m.efds[i] = efd
 		p := m.seg.data[e.prim : e.prim+eventFDPrimLen]
-		ne := binary.NativeEndian
-		ne.PutUint32(p[efdOffFD:], uint32(fd))
-		ne.PutUint32(p[efdOffPID:], self.PID)
-		ne.PutUint32(p[efdOffStart:], self.Start)
-		copy(p[efdOffNonce:], nonce[:])
+		atomic.StoreInt32((*int32)(unsafe.Pointer(&p[efdOffFD])), int32(fd))
 		any = true
 	}
 	if !any {
@@ -89,7 +73,9 @@ func (m *Managed) createEventFDs() error {
 	if err != nil {
 		return err
 	}
+	m.mu.Lock()
 	m.server = s
+	m.mu.Unlock()
 	return nil
 }
 
@@ -170,9 +156,15 @@ func (m *Managed) openEventFD(i int, e eventEntry) (*EventFD, error) {
 	if !proc.Alive(creator) {
 		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) is gone: %w", i, creator.PID, fs.ErrNotExist)
 	}
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: efdSocket(p[efdOffNonce : efdOffNonce+8]), Net: "unix"})
+	addr := &net.UnixAddr{Name: efdSocket(p[efdOffNonce : efdOffNonce+8]), Net: "unix"}
+	c, err := net.DialUnix("unix", nil, addr)
+	// A creator that has just published the segment may not listen yet.
+	for wait := time.Millisecond; err != nil && wait < time.Second && proc.Alive(creator); wait *= 2 {
+		time.Sleep(wait)
+		c, err = net.DialUnix("unix", nil, addr)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) no longer serves it (%v): %w", i, creator.PID, err, fs.ErrNotExist)
+		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) does not serve it (%v): %w", i, creator.PID, err, fs.ErrNotExist)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))

@@ -3,6 +3,7 @@ package shm
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/go-shm/shm/internal/proc"
 	"hash/crc32"
 	"sort"
 	"unsafe"
@@ -338,4 +339,33 @@ func checkConfig(size int, locks []LockSpec, events []EventKind) error {
 		}
 	}
 	return nil
+}
+
+// The eventfd primitive in the segment (32 bytes; see eventfd.go):
+//
+//	0  int32   the eventfd's number in the creator (for diagnostics)
+//	4  uint32  creator PID
+//	8  uint32  creator start tag
+//	16 [8]byte nonce naming the creator's socket
+const (
+	efdOffFD    = 0
+	efdOffPID   = 4
+	efdOffStart = 8
+	efdOffNonce = 16
+)
+
+// writeEventFDSlots records in every eventfd primitive who serves it and
+// under which nonce.
+func (l *layout) writeEventFDSlots(b []byte, creator proc.ID, nonce [8]byte) {
+	ne := binary.NativeEndian
+	for _, e := range l.events {
+		if e.kind != EventFDAuto && e.kind != EventFDManual {
+			continue
+		}
+		p := b[e.prim : e.prim+eventFDPrimLen]
+		ne.PutUint32(p[efdOffFD:], ^uint32(0))
+		ne.PutUint32(p[efdOffPID:], creator.PID)
+		ne.PutUint32(p[efdOffStart:], creator.Start)
+		copy(p[efdOffNonce:], nonce[:])
+	}
 }

@@ -2,9 +2,11 @@ package shm
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,22 +84,36 @@ func (c Config) Create(opts ...Option) (*Managed, error) {
 			return nil, &Error{Op: "create link", Name: link, Err: err}
 		}
 	}
+	if !eventFDSupported {
+		for i, k := range c.Events {
+			if k == EventFDAuto || k == EventFDManual {
+				return nil, &Error{Op: "create managed", Name: name, Err: fmt.Errorf("event %d: %v: %w (eventfd is Linux only)", i, k, errors.ErrUnsupported)}
+			}
+		}
+	}
+	var nonce [8]byte
+	rand.Read(nonce[:])
+	self := proc.Self()
+	// The header is written before the segment can be opened where the
+	// system allows it (Linux), so an opener never sees it half-made there;
+	// elsewhere the ready state, published last, tells openers to wait.
+	o.init = func(b []byte) {
+		atomic.StoreUint32(stateWord(b), stateInit)
+		l.write(b, self.PID, self.Start)
+		l.writeEventFDSlots(b, self, nonce)
+		atomic.StoreUint32(stateWord(b), stateReady)
+	}
 	seg, err := create(name, int(total), o)
 	if err != nil {
 		return nil, err
 	}
 	b := seg.Bytes()
-	atomic.StoreUint32(stateWord(b), stateInit)
-	self := proc.Self()
-	l.write(b, self.PID, self.Start)
 	m := &Managed{seg: seg, l: l, data: b[l.dataOff : l.dataOff+l.dataSize : l.dataOff+l.dataSize]}
 	m.efds = make([]*EventFD, len(l.events))
-	if err := m.createEventFDs(); err != nil {
+	if err := m.createEventFDs(nonce); err != nil {
 		m.Close()
 		return nil, &Error{Op: "create managed", Name: seg.name, Err: err}
 	}
-	// Publish: everything above is visible to whoever sees ready.
-	atomic.StoreUint32(stateWord(b), stateReady)
 	if link != "" {
 		st, err := writeLink(link, seg.name, o.mode)
 		if err != nil {
@@ -141,7 +157,7 @@ func OpenManagedLink(path string, opts ...Option) (*Managed, error) {
 }
 
 func attach(seg *Segment) (*Managed, error) {
-	l, err := waitLayout(seg.Bytes(), ReadyTimeout)
+	l, err := faultSafeLayout(seg.Bytes(), ReadyTimeout)
 	if err != nil {
 		seg.Close()
 		return nil, &Error{Op: "open managed", Name: seg.name, Err: err}
@@ -151,12 +167,30 @@ func attach(seg *Segment) (*Managed, error) {
 	return m, nil
 }
 
+// faultSafeLayout is waitLayout for a mapping that another process may
+// shrink under us (truncating the file behind it): touching a page past the
+// new end faults, which here becomes ErrCorrupt instead of a crash.
+func faultSafeLayout(b []byte, timeout time.Duration) (l layout, err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
+			err = corrupt("the segment shrank while its header was read (%v)", r)
+		}
+	}()
+	return waitLayout(b, timeout)
+}
+
 // waitLayout waits for the header in b to be ready and parses it.
 func waitLayout(b []byte, timeout time.Duration) (layout, error) {
 	if len(b) < headerSize {
 		return layout{}, fmt.Errorf("%w: %d bytes is too small for the header", ErrNotManaged, len(b))
 	}
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
 	for sleep := 10 * time.Microsecond; ; {
 		st := atomic.LoadUint32(stateWord(b))
 		if st == stateReady {
@@ -164,7 +198,7 @@ func waitLayout(b []byte, timeout time.Duration) (layout, error) {
 		}
 		switch {
 		case !hasMagic(b):
-			if !allZero(b[:headerSize]) {
+			if !allZero(b[:headerSize]) || time.Since(start) > zeroHeaderWait {
 				// Not being created by us: whatever it is, it is not ours.
 				return layout{}, ErrNotManaged
 			}

@@ -52,6 +52,12 @@ type options struct {
 	link     string
 	populate bool
 	global   bool
+
+	// init, if set, fills a new segment's memory before other processes can
+	// open it where the system allows that (Linux: before the name is
+	// linked), else right after creation. initDone says osCreate ran it.
+	init     func([]byte)
+	initDone bool
 }
 
 func collect(opts []Option) *options {
@@ -145,9 +151,13 @@ func create(name string, size int, o *options) (*Segment, error) {
 }
 
 func createNamed(n string, size int, o *options) (*Segment, error) {
+	o.initDone = false
 	data, sys, err := osCreate(n, size, o)
 	if err != nil {
 		return nil, &Error{Op: "create", Name: n, Err: err}
+	}
+	if o.init != nil && !o.initDone {
+		o.init(data)
 	}
 	return &Segment{name: n, data: data, owner: true, sys: sys}, nil
 }

@@ -49,6 +49,11 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 	if err != nil {
 		return nil, osSegment{}, err
 	}
+	if o.init != nil {
+		// Nobody can see the memory yet: whatever init writes is there
+		// when the name appears.
+		o.init(data)
+	}
 	if err := linkTmp(fd, shmPath(name)); err != nil {
 		unix.Munmap(data)
 		if errors.Is(err, unix.EEXIST) {
@@ -57,6 +62,7 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 		// No way to name the unnamed file: make a named one instead.
 		return createExcl(name, size, o)
 	}
+	o.initDone = o.init != nil
 	return data, sys, nil
 }
 
