@@ -360,9 +360,10 @@ func TestWindowsHandleCount(t *testing.T) {
 	}
 }
 
-// TestWindowsHandleCleanup opens and closes segments, and waits and wakes
-// through them, thousands of times: the process's handle count must not
-// grow (a leak of one handle per cycle would add thousands).
+// TestWindowsHandleCleanup opens and closes segments, waits and wakes
+// through them, and locks and unlocks a Mutex in one, thousands of times:
+// the process's handle count must not grow (a leak of one handle per cycle
+// would add thousands).
 func TestWindowsHandleCleanup(t *testing.T) {
 	name := testName(t)
 	s, err := Create(name, 4096)
@@ -371,6 +372,11 @@ func TestWindowsHandleCleanup(t *testing.T) {
 	}
 	defer s.Close()
 	word := (*uint32)(unsafe.Pointer(&s.Bytes()[64]))
+	mu, err := View[Mutex](s.Bytes()[512:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := (*uint64)(unsafe.Pointer(&s.Bytes()[1024]))
 	cycle := func(i int) {
 		o, err := Open(name)
 		if err != nil {
@@ -391,6 +397,12 @@ func TestWindowsHandleCleanup(t *testing.T) {
 		if i%5 == 0 {
 			pingPong(t, word, 2)
 		}
+		if i%50 == 0 {
+			contend(t, mu, counter, 20)
+		}
+		mu.Lock()
+		*counter++
+		mu.Unlock()
 	}
 	for i := range 100 { // warm up: the runtime's own handles, lazy DLLs
 		cycle(i)
@@ -404,6 +416,24 @@ func TestWindowsHandleCleanup(t *testing.T) {
 	if after > before+16 {
 		t.Fatalf("handle count grew from %d to %d over 10000 cycles", before, after)
 	}
+}
+
+// contend has two goroutines take the mutex n times each, so that they
+// sleep on it and wake each other.
+func contend(t testing.TB, mu *Mutex, counter *uint64, n int) {
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range n {
+				mu.Lock()
+				*counter++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func testNameNoCleanup() string {
