@@ -46,8 +46,11 @@ import (
 // no trailer while that event exists waits for it to be set.
 
 type osSegment struct {
-	h    windows.Handle // the file mapping
-	view uintptr        // start of the mapped view
+	h        windows.Handle // the file mapping
+	view     uintptr        // start of the mapped view
+	r        uintptr        // size of the view, as the system rounded it
+	readOnly bool           // the view is read-only
+	obj      string         // the mapping's name, with its namespace
 }
 
 const (
@@ -129,7 +132,7 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 		touch(view, r)
 	}
 	futex.Register(view, uintptr(r), &t.buckets, obj)
-	return unsafe.Slice((*byte)(addr(view)), size), osSegment{h: h, view: view}, nil
+	return unsafe.Slice((*byte)(addr(view)), size), osSegment{h: h, view: view, r: r, obj: obj}, nil
 }
 
 func createInitEvent(obj string) (windows.Handle, error) {
@@ -183,7 +186,7 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 	if o.populate {
 		touch(view, r)
 	}
-	return unsafe.Slice((*byte)(addr(view)), int(size)), osSegment{h: h, view: view}, nil
+	return unsafe.Slice((*byte)(addr(view)), int(size)), osSegment{h: h, view: view, r: r, readOnly: o.readOnly, obj: obj}, nil
 }
 
 func openMapping(obj string, readOnly bool) (windows.Handle, error) {
@@ -299,11 +302,16 @@ func touch(view, r uintptr) {
 // the same name fails with fs.ErrExist until every process has closed it.
 // A mapping made by another program (no trailer) is left alone.
 func osRemove(name string) error {
-	o := &options{}
-	obj, err := objectName(name, o)
+	obj, err := objectName(name, &options{})
 	if err != nil {
 		return err
 	}
+	return removeByName(obj)
+}
+
+// removeByName marks the mapping named obj removed, through a view of its
+// own.
+func removeByName(obj string) error {
 	h, err := openMapping(obj, false)
 	if err != nil {
 		return err
@@ -314,7 +322,29 @@ func osRemove(name string) error {
 		return mapError(err)
 	}
 	defer windows.UnmapViewOfFile(view)
-	t := findTrailer(view, r)
+	return markRemoved(findTrailer(view, r))
+}
+
+// osRemoveOwned marks the segment s removed through its own mapping. Unlike
+// Remove it needs no lookup by name, which would only find a segment in
+// Local\: a Global\ segment's owner marks its own. A read-only view cannot
+// take the mark, so then the mapping is opened again for writing, by the
+// name s was opened with: as long as s holds its handle, the name cannot
+// name another mapping.
+func osRemoveOwned(_ string, s *osSegment) error {
+	if s.h == 0 {
+		return nil
+	}
+	if s.readOnly {
+		return removeByName(s.obj)
+	}
+	return markRemoved(findTrailer(s.view, s.r))
+}
+
+// markRemoved sets flagRemoved in t, or reports fs.ErrNotExist if it was
+// set already. A mapping without a trailer (t nil: made by another program)
+// is left alone.
+func markRemoved(t *trailer) error {
 	if t == nil {
 		return nil
 	}
