@@ -11,8 +11,11 @@ import (
 
 // openNoFollow opens path for reading, refusing a symbolic link, a junction
 // or any other reparse point in its last element: the file is opened as it
-// is (FILE_FLAG_OPEN_REPARSE_POINT) and then checked. Other processes may
-// read, write, rename and delete the file while it is open, as on Unix.
+// is (FILE_FLAG_OPEN_REPARSE_POINT) and then checked. A directory opens too
+// (FILE_FLAG_BACKUP_SEMANTICS; without it Windows refuses with "access
+// denied"), so that the caller can say it is not a link file. Other
+// processes may read, write, rename and delete the file while it is open, as
+// on Unix.
 func openNoFollow(path string) (*os.File, error) {
 	p, err := windows.UTF16PtrFromString(path)
 	if err != nil {
@@ -20,7 +23,7 @@ func openNoFollow(path string) (*os.File, error) {
 	}
 	h, err := windows.CreateFile(p, windows.GENERIC_READ,
 		windows.FILE_SHARE_READ|windows.FILE_SHARE_WRITE|windows.FILE_SHARE_DELETE,
-		nil, windows.OPEN_EXISTING, windows.FILE_ATTRIBUTE_NORMAL|windows.FILE_FLAG_OPEN_REPARSE_POINT, 0)
+		nil, windows.OPEN_EXISTING, windows.FILE_ATTRIBUTE_NORMAL|windows.FILE_FLAG_OPEN_REPARSE_POINT|windows.FILE_FLAG_BACKUP_SEMANTICS, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
@@ -70,12 +73,31 @@ const (
 	lockOffsetHigh = 0x7fffffff
 )
 
+// A directory cannot be locked on Windows (flock can lock one on Unix). It is
+// never a link file either, and the caller, which locks only to read the
+// file and maybe replace it, refuses it once it reads it: so for a directory
+// locking does nothing.
+
 func lockFile(f *os.File) error {
 	ol := windows.Overlapped{Offset: lockOffsetLow, OffsetHigh: lockOffsetHigh}
-	return windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK, 0, 1, 0, &ol)
+	err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK, 0, 1, 0, &ol)
+	if err != nil && isDir(f) {
+		return nil
+	}
+	return err
 }
 
 func unlockFile(f *os.File) error {
 	ol := windows.Overlapped{Offset: lockOffsetLow, OffsetHigh: lockOffsetHigh}
-	return windows.UnlockFileEx(windows.Handle(f.Fd()), 0, 1, 0, &ol)
+	err := windows.UnlockFileEx(windows.Handle(f.Fd()), 0, 1, 0, &ol)
+	if err != nil && isDir(f) {
+		return nil
+	}
+	return err
+}
+
+func isDir(f *os.File) bool {
+	var info windows.ByHandleFileInformation
+	err := windows.GetFileInformationByHandle(windows.Handle(f.Fd()), &info)
+	return err == nil && info.FileAttributes&windows.FILE_ATTRIBUTE_DIRECTORY != 0
 }
