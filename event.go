@@ -2,9 +2,9 @@ package shm
 
 import (
 	"context"
-	"runtime"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/go-shm/shm/internal/futex"
 )
@@ -240,16 +240,19 @@ func tryTake(p *uint32) bool {
 }
 
 func waitEvent(p *uint32, auto bool, dl deadline) error {
-	for spins := spinLimit.Load(); spins > 0; spins-- {
+	spins := spinBudget(unsafe.Pointer(p))
+	for i := 0; i < spins; i++ {
 		if atomic.LoadUint32(p)&evSet != 0 {
 			if !auto || tryTake(p) {
+				spinWon(unsafe.Pointer(p))
 				return nil
 			}
 		}
 		spinPause()
 	}
-	stop := dl.watch(p)
-	defer stop()
+	spinLost(unsafe.Pointer(p), spins > 0)
+	w := dl.watch(p)
+	defer w.stop()
 	atomic.AddUint32(p, evWaiter)
 	for {
 		old := atomic.LoadUint32(p)
@@ -286,13 +289,18 @@ func waitEvent(p *uint32, auto bool, dl deadline) error {
 // Busy events.
 //
 // BusyAutoEvent and BusyManualEvent are one 32-bit word, 1 when set, and
-// their waiters never sleep in the kernel on it: they poll the word (spin),
-// then yield the processor between polls, then sleep for short, growing
-// intervals (up to busyMaxSleep), so that an idle waiter costs little CPU.
+// their waiters never sleep in the kernel on it: they poll the word (spin,
+// when more than one CPU is usable, see SetSpin), then yield the processor
+// to other threads and processes between polls (busyYields times), then
+// sleep for short, growing intervals (up to busyMaxSleep), so that an idle
+// waiter costs little CPU.
 // Set is an atomic store (release), Wait's successful load or CAS an acquire:
 // what the setter wrote before Set is visible to the waiter after Wait.
 
-const busyMaxSleep = 100 * time.Microsecond
+const (
+	busyYields   = 100
+	busyMaxSleep = 100 * time.Microsecond
+)
 
 // BusyAutoEvent is an auto-reset event whose waiters poll instead of
 // sleeping in the kernel: the lowest latency, at the price of CPU while
@@ -373,14 +381,20 @@ func busyWait(p *uint32, auto bool, dl deadline) error {
 	if busyTry(p, auto) {
 		return nil
 	}
-	// Spin: only worth it when the setter can run at the same time.
-	for spins := spinLimit.Load(); spins > 0; spins-- {
+	// Spin: only worth it when the setter can run at the same time (see
+	// spinBudget).
+	spins := spinBudget(unsafe.Pointer(p))
+	for i := 0; i < spins; i++ {
 		spinPause()
 		if busyTry(p, auto) {
+			spinWon(unsafe.Pointer(p))
 			return nil
 		}
 	}
-	// Yield, then sleep for growing intervals, checking the deadline.
+	spinLost(unsafe.Pointer(p), spins > 0)
+	// Yield the CPU (to the setter, if it waits for one: on a single CPU it
+	// runs only when we yield), then sleep for growing intervals, checking
+	// the deadline.
 	sleep := time.Microsecond
 	for i := 0; ; i++ {
 		if busyTry(p, auto) {
@@ -389,8 +403,8 @@ func busyWait(p *uint32, auto bool, dl deadline) error {
 		if err := dl.expired(); err != nil {
 			return err
 		}
-		if i < 100 {
-			runtime.Gosched()
+		if i < busyYields {
+			osYield()
 			continue
 		}
 		time.Sleep(sleep)

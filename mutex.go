@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/go-shm/shm/internal/futex"
 	"github.com/go-shm/shm/internal/proc"
@@ -132,16 +133,20 @@ func (m *Mutex) LockContext(ctx context.Context) error {
 
 func (m *Mutex) lockSlow(dl deadline) error {
 	word := lowHalf(&m.state)
-	stop := dl.watch(word)
-	defer stop()
+	var w *watcher // armed before the first sleep
+	defer func() { w.stop() }()
 
 	var waiters uint64 // mWaiters once we have slept
-	spins := int(spinLimit.Load())
-	var seen uint64 // the word as it was at the start of the last sleep
+	spins := spinBudget(unsafe.Pointer(word))
+	spinning := spins > 0 // until the spin ends
+	var seen uint64       // the word as it was at the start of the last sleep
 	for {
 		old := atomic.LoadUint64(&m.state)
 		if old&mOwnerMask == 0 {
 			if atomic.CompareAndSwapUint64(&m.state, old, selfWord|waiters|old&mInconsistent) {
+				if spinning {
+					spinWon(unsafe.Pointer(word))
+				}
 				if old&mInconsistent != 0 {
 					return ErrOwnerDead
 				}
@@ -153,6 +158,10 @@ func (m *Mutex) lockSlow(dl deadline) error {
 			spins--
 			spinPause()
 			continue
+		}
+		if waiters == 0 && seen == 0 {
+			spinLost(unsafe.Pointer(word), spinning)
+			spinning = false
 		}
 		if old&mWaiters == 0 {
 			if !atomic.CompareAndSwapUint64(&m.state, old, old|mWaiters) {
@@ -171,6 +180,9 @@ func (m *Mutex) lockSlow(dl deadline) error {
 			}
 		}
 		waiters = mWaiters
+		if w == nil {
+			w = dl.watch(word)
+		}
 		before := time.Now()
 		if err := dl.sleep(word, uint32(old), livenessSlice); err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/go-shm/shm/internal/futex"
 	"github.com/go-shm/shm/internal/proc"
@@ -224,10 +225,11 @@ func (rw *RWMutex) giveBack(p *uint64) {
 }
 
 func (rw *RWMutex) rlockSlow(dl deadline) error {
-	stop := dl.watch(&rw.gate)
-	defer stop()
+	var w *watcher // armed before the first sleep
+	defer func() { w.stop() }()
 	var result error
-	spins := int(spinLimit.Load())
+	spins := spinBudget(unsafe.Pointer(&rw.gate))
+	spinning := spins > 0 // until the spin ends
 	var seen uint32
 	seenValid := false
 	for {
@@ -235,6 +237,9 @@ func (rw *RWMutex) rlockSlow(dl deadline) error {
 		if g&gWriter == 0 {
 			p := rw.take()
 			if atomic.LoadUint32(&rw.gate)&gWriter == 0 {
+				if spinning {
+					spinWon(unsafe.Pointer(&rw.gate))
+				}
 				return result
 			}
 			rw.giveBack(p)
@@ -244,6 +249,10 @@ func (rw *RWMutex) rlockSlow(dl deadline) error {
 			spins--
 			spinPause()
 			continue
+		}
+		if spinning {
+			spinLost(unsafe.Pointer(&rw.gate), true)
+			spinning = false
 		}
 		if g&gReaders == 0 {
 			if !atomic.CompareAndSwapUint32(&rw.gate, g, g|gReaders) {
@@ -255,6 +264,9 @@ func (rw *RWMutex) rlockSlow(dl deadline) error {
 			if err := rw.recoverGate(); err != nil {
 				result = err
 			}
+		}
+		if w == nil {
+			w = dl.watch(&rw.gate)
 		}
 		before := time.Now()
 		if err := dl.sleep(&rw.gate, g, livenessSlice); err != nil {
@@ -385,21 +397,29 @@ func (rw *RWMutex) lockSlow(dl deadline) error {
 	if rw.busySlot() < -1 {
 		return result
 	}
-	stop := dl.watch(&rw.drain)
-	defer stop()
-	spins := int(spinLimit.Load())
+	var w *watcher // armed before the first sleep
+	defer func() { w.stop() }()
+	spins := spinBudget(unsafe.Pointer(&rw.drain))
+	spinning := spins > 0 // until the spin ends
 	var seen uint64
 	seenIdx := -2
 	for {
 		seq := atomic.LoadUint32(&rw.drain)
 		i := rw.busySlot()
 		if i < -1 {
+			if spinning {
+				spinWon(unsafe.Pointer(&rw.drain))
+			}
 			return result
 		}
 		if spins > 0 {
 			spins--
 			spinPause()
 			continue
+		}
+		if spinning {
+			spinLost(unsafe.Pointer(&rw.drain), true)
+			spinning = false
 		}
 		if i >= 0 {
 			v := atomic.LoadUint64(&rw.slots[i])
@@ -408,6 +428,9 @@ func (rw *RWMutex) lockSlow(dl deadline) error {
 				continue
 			}
 			seen = v
+		}
+		if w == nil {
+			w = dl.watch(&rw.drain)
 		}
 		before := time.Now()
 		if err := dl.sleep(&rw.drain, seq, livenessSlice); err != nil {

@@ -2,9 +2,12 @@ package shm
 
 import (
 	"context"
+	"math/rand/v2"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/go-shm/shm/internal/futex"
 )
@@ -20,11 +23,12 @@ import (
 // waiter never restarts the full timeout: the time left is recomputed from
 // the deadline before every sleep.
 //
-// A cancellable context arms context.AfterFunc to wake the word's sleepers
-// when it is cancelled, so cancellation is seen at once. A cancellation that
-// lands between the waiter's last check and its sleep cannot be seen by the
-// kernel (the word did not change), so such waiters also sleep in slices of
-// at most ctxSlice.
+// A waiter with a cancellable context that is about to sleep borrows a
+// watcher (a goroutine kept in a pool, so that waits allocate nothing) that
+// wakes the word's sleepers when the context is cancelled, so cancellation
+// is seen at once. A cancellation that lands between the waiter's last
+// check and its sleep cannot be seen by the kernel (the word did not
+// change), so such waiters also sleep in slices of at most ctxSlice.
 
 const (
 	// ctxSlice bounds one sleep of a waiter whose context can be cancelled.
@@ -103,47 +107,149 @@ func (d *deadline) sleep(addr *uint32, val uint32, slice time.Duration) error {
 }
 
 // watch arranges for a cancellation of the deadline's context to wake the
-// sleepers on addr. The returned function stops it; it must be called when
-// the wait ends.
-func (d *deadline) watch(addr *uint32) (stop func() bool) {
+// sleepers on addr. It returns nil if there is no context to watch. The
+// watcher's stop must be called when the wait ends.
+func (d *deadline) watch(addr *uint32) *watcher {
 	if d.ctx == nil {
-		return nop
+		return nil
 	}
-	return context.AfterFunc(d.ctx, func() { futex.Wake(addr, futex.All) })
+	watchers.Lock()
+	var w *watcher
+	if n := len(watchers.free); n > 0 {
+		w = watchers.free[n-1]
+		watchers.free = watchers.free[:n-1]
+	}
+	watchers.Unlock()
+	if w == nil {
+		w = &watcher{req: make(chan watchReq, 1), end: make(chan struct{})}
+		go w.run()
+	}
+	w.req <- watchReq{done: d.ctx.Done(), addr: addr}
+	return w
 }
 
-func nop() bool { return false }
+// A watcher wakes the sleepers on one word when a context is done, for one
+// wait at a time. Idle watchers wait in a pool for the next wait that needs
+// one, up to maxIdleWatchers of them.
+type watcher struct {
+	req chan watchReq // the next watch (buffered)
+	end chan struct{} // the wait ended (unbuffered: stop returns once the watcher let go of the word)
+}
+
+type watchReq struct {
+	done <-chan struct{}
+	addr *uint32
+}
+
+const maxIdleWatchers = 64
+
+var watchers struct {
+	sync.Mutex
+	free []*watcher
+}
+
+func (w *watcher) run() {
+	for r := range w.req {
+		select {
+		case <-r.done:
+			futex.Wake(r.addr, futex.All)
+			<-w.end
+		case <-w.end:
+		}
+	}
+}
+
+// stop ends the watch (nil: nothing to stop). When it returns, the watcher
+// no longer touches the word.
+func (w *watcher) stop() {
+	if w == nil {
+		return
+	}
+	w.end <- struct{}{}
+	watchers.Lock()
+	if len(watchers.free) < maxIdleWatchers {
+		watchers.free = append(watchers.free, w)
+		w = nil
+	}
+	watchers.Unlock()
+	if w != nil {
+		close(w.req)
+	}
+}
 
 // Spinning.
 //
 // A waiter that expects the word to change very soon (another process is
 // about to unlock or set it) spins briefly before it sleeps, because a
-// kernel sleep and wake-up costs microseconds. Spinning only helps when the
-// other process runs on another CPU at the same time: on a single CPU a
-// spinner only delays the process it waits for. So spinning is on only when
-// this process may use more than one CPU, and it is bounded.
+// kernel sleep and wake-up costs microseconds (tens of them in a virtual
+// machine). Spinning only helps when the other process runs on another CPU
+// at the same time: on a single CPU a spinner only delays the process it
+// waits for. So:
+//
+//   - A waiter polls at most spinLimit times (SetSpin), about 10 µs with
+//     the default, which is about what one sleep and wake-up costs: a waiter
+//     that spins and still has to sleep loses at most about twice the best
+//     case.
+//   - Nobody spins while this process may use only one CPU (its affinity
+//     mask, re-read at most every cpuRecheck by a waiter about to sleep, so
+//     that a process pinned after it started stops spinning), or while
+//     GOMAXPROCS is 1.
+//   - The budget adapts per word: each spin that ends in a sleep halves the
+//     next one on the same word (down to spinLimit>>maxSpinShift), each spin
+//     that succeeds doubles it back. A word whose waiters always end up
+//     sleeping (an idle waiter, a lock held for long, a machine with more
+//     runnable threads than CPUs) thus costs little spinning, and one whose
+//     peer answers at once keeps the full budget. Now and then (one wait in
+//     spinProbe) a waiter spins the full budget anyway, so that two processes
+//     that fell into sleeping on each other find their way back to spinning.
+//
+// The per-word state lives in this process (a small table indexed by the
+// word's address, where collisions only blur the adaptation), not in the
+// shared word, whose layout is fixed.
 
-// spinLimit is how many times a waiter polls its word before it sleeps. It is
-// set from the CPUs available to the process and can be changed with
-// SetSpin.
+// spinLimit is the most times a waiter polls its word before it sleeps. It
+// is set from the CPUs available to the process at start and can be changed
+// with SetSpin.
 var spinLimit atomic.Int32
 
+const (
+	maxSpinShift = 4                      // the smallest budget is spinLimit>>maxSpinShift
+	spinProbe    = 16                     // one wait in spinProbe spins the full budget
+	cpuRecheck   = 100 * time.Millisecond // how often the affinity mask is re-read
+)
+
+var (
+	spinShift  [64]atomic.Uint32 // per word (by address): the budget is spinLimit>>shift
+	multiCPU   atomic.Bool       // more than one CPU usable, and GOMAXPROCS > 1
+	cpuChecked atomic.Int64      // when multiCPU was computed, as since(procStart)
+	procStart  = time.Now()
+)
+
 func init() {
+	checkCPUs()
 	spinLimit.Store(defaultSpin())
 }
 
 func defaultSpin() int32 {
-	if runtime.NumCPU() > 1 && runtime.GOMAXPROCS(0) > 1 {
+	if runtime.NumCPU() > 1 && usableCPUs() > 1 {
 		return 4000
 	}
 	return 0
+}
+
+// checkCPUs recomputes multiCPU.
+func checkCPUs() {
+	cpuChecked.Store(int64(time.Since(procStart)))
+	multiCPU.Store(usableCPUs() > 1 && runtime.GOMAXPROCS(0) > 1)
 }
 
 // SetSpin sets how many times a waiter re-checks a word before it goes to
 // sleep in the kernel (or, for busy events, before it starts yielding the
 // CPU), and returns the previous value. 0 turns spinning off; a negative
 // value restores the default, which is 0 when the process may use only one
-// CPU. It affects the whole process.
+// CPU. It affects the whole process. Whatever the setting, nobody spins
+// while the process may use only one CPU, and the spin on a word whose
+// waiters keep ending up asleep anyway is cut down to a sixteenth.
 func SetSpin(n int) int {
 	var v int32
 	switch {
@@ -154,7 +260,53 @@ func SetSpin(n int) int {
 	default:
 		v = int32(n)
 	}
+	for i := range spinShift {
+		spinShift[i].Store(0)
+	}
 	return int(spinLimit.Swap(v))
+}
+
+func spinSlot(addr unsafe.Pointer) *atomic.Uint32 {
+	a := uintptr(addr)
+	return &spinShift[(a>>3^a>>9)%uintptr(len(spinShift))]
+}
+
+// spinBudget returns how many times a waiter on addr polls before it
+// sleeps.
+func spinBudget(addr unsafe.Pointer) int {
+	limit := spinLimit.Load()
+	if limit <= 0 || !multiCPU.Load() {
+		return 0
+	}
+	sh := spinSlot(addr).Load()
+	if sh > 0 && rand.N(uint32(spinProbe)) == 0 {
+		sh = 0
+	}
+	return int(limit >> sh)
+}
+
+// spinWon records that a waiter on addr got what it waited for while
+// spinning.
+func spinWon(addr unsafe.Pointer) {
+	s := spinSlot(addr)
+	if sh := s.Load(); sh > 0 {
+		s.CompareAndSwap(sh, sh-1)
+	}
+}
+
+// spinLost records that a waiter on addr is about to sleep, after a spin
+// that did not get it what it waited for if spun, and now and then re-reads
+// the CPUs the process may use.
+func spinLost(addr unsafe.Pointer, spun bool) {
+	if spun {
+		s := spinSlot(addr)
+		if sh := s.Load(); sh < maxSpinShift {
+			s.CompareAndSwap(sh, sh+1)
+		}
+	}
+	if time.Since(procStart) > time.Duration(cpuChecked.Load())+cpuRecheck {
+		checkCPUs()
+	}
 }
 
 // spinPause burns a little time between two polls of a word without
