@@ -36,8 +36,10 @@ import (
 //	bits  0..29  owner PID, 0 when unlocked
 //	bit   30     waiters: a process may be asleep on the word (futex)
 //	bit   31     inconsistent: an owner died holding the lock
-//	bits 32..63  owner start tag (internal/proc), so a reused PID is not
+//	bits 32..55  owner start tag (internal/proc), so a reused PID is not
 //	             taken for the dead owner
+//	bits 56..63  owner PID-namespace tag: an owner from another namespace
+//	             is never judged dead by its PID
 //
 // Waiters sleep on the low 32 bits (owner PID and the two flags). The rules:
 //
@@ -74,14 +76,14 @@ const (
 	mOwnerMask    = mPIDMask | 0xffffffff<<32
 )
 
-// selfWord is this process's owner value: start tag << 32 | PID.
+// selfWord is this process's owner value: (namespace and start tags) << 32 | PID.
 var selfWord = func() uint64 {
 	id := proc.Self()
-	return uint64(id.Start)<<32 | uint64(id.PID&mPIDMask)
+	return uint64(id.Word())<<32 | uint64(id.PID&mPIDMask)
 }()
 
 func ownerOf(w uint64) proc.ID {
-	return proc.ID{PID: uint32(w & mPIDMask), Start: uint32(w >> 32)}
+	return proc.FromWord(uint32(w&mPIDMask), uint32(w>>32))
 }
 
 // Lock locks m, waiting as long as it takes. If the previous owner died

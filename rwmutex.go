@@ -36,8 +36,9 @@ import (
 //	       the writer sleeps on it
 //	anon   read locks held by processes that found no free slot (not tracked
 //	       for owner death; only with more than 32 reading processes at once)
-//	slots  32 reader slots, each: bits 0..15 how many read locks one process
-//	       holds, bits 16..39 its PID, bits 40..63 its start tag;
+//	slots  32 reader slots, each: bits 0..7 how many read locks one process
+//	       holds there, bits 8..31 its PID, bits 32..55 its start tag,
+//	       bits 56..63 its PID-namespace tag (see Mutex);
 //	       0 when free. A process uses the slot at PID mod 32 and, if that is
 //	       another process's, the next free one.
 //
@@ -75,7 +76,7 @@ const (
 	gWriter  = 1 << 0
 	gReaders = 1 << 1
 
-	rCountMask = 1<<16 - 1
+	rCountMask = 1<<8 - 1
 	rIDMask    = ^uint64(rCountMask)
 	rPIDBits   = 24
 )
@@ -87,12 +88,12 @@ var readerID, readerHome = func() (uint64, int) {
 	if id.PID >= 1<<rPIDBits {
 		return 0, 0
 	}
-	return uint64(id.Start)<<40 | uint64(id.PID)<<16, int(id.PID % rwSlots)
+	return uint64(id.Word())<<32 | uint64(id.PID)<<8, int(id.PID % rwSlots)
 }()
 
 // slotOwner returns the process that holds the slot value v.
 func slotOwner(v uint64) proc.ID {
-	return proc.ID{PID: uint32(v>>16) & (1<<rPIDBits - 1), Start: uint32(v >> 40)}
+	return proc.FromWord(uint32(v>>8)&(1<<rPIDBits-1), uint32(v>>32))
 }
 
 // slotAlive reports whether the process holding slot value v may be alive.

@@ -1,9 +1,12 @@
 // Package proc identifies processes in a way that survives PID reuse: a
-// process is named by its PID together with a 32-bit tag derived from its
-// start time. A lock word stores both; a waiter that suspects the owner is
-// gone asks Alive, which says false only when it is sure the process that
-// wrote the word has exited (no such PID, a zombie, or the PID now belongs
-// to a process that started at another time).
+// process is named by its PID together with a 24-bit tag derived from its
+// start time, and an 8-bit tag of its PID namespace. A lock word stores
+// them; a waiter that suspects the owner is gone asks Alive, which says
+// false only when it is sure the process that wrote the word has exited (no
+// such PID, a zombie, or the PID now belongs to a process that started at
+// another time). A PID means nothing in another PID namespace, so Alive
+// never judges an owner whose namespace tag differs from the caller's: it
+// says alive, and such a lock is never taken from a live process.
 package proc
 
 import "sync"
@@ -12,6 +15,25 @@ import "sync"
 type ID struct {
 	PID   uint32 // the operating system's process id (on Windows, divided by 4)
 	Start uint32 // a 24-bit tag of the process's start time, never 0
+	NS    uint8  // a tag of its PID namespace; 0 where the system has none or it is unknown
+}
+
+// Word packs the start and namespace tags into the 32 bits that lock words
+// keep beside the PID.
+func (id ID) Word() uint32 { return uint32(id.NS)<<TagBits | id.Start&(1<<TagBits-1) }
+
+// FromWord is the inverse of Word.
+func FromWord(pid, w uint32) ID {
+	return ID{PID: pid, Start: w & (1<<TagBits - 1), NS: uint8(w >> TagBits)}
+}
+
+// nsTag folds a namespace identifier (an inode number) into 8 bits, never 0.
+func nsTag(ino uint64) uint8 {
+	t := uint8(ino ^ ino>>8 ^ ino>>16 ^ ino>>24 ^ ino>>32 ^ ino>>40 ^ ino>>48 ^ ino>>56)
+	if t == 0 {
+		t = 1
+	}
+	return t
 }
 
 var self struct {
@@ -49,8 +71,12 @@ func Alive(id ID) bool {
 	if id.PID == 0 {
 		return false
 	}
-	if id == Self() {
+	s := Self()
+	if id == s {
 		return true
+	}
+	if id.NS != 0 && s.NS != 0 && id.NS != s.NS {
+		return true // another PID namespace: its PID means nothing here
 	}
 	return alive(id)
 }

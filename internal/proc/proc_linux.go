@@ -14,13 +14,18 @@ import (
 
 func selfID() ID {
 	pid := uint32(os.Getpid())
-	st, ok := stat(pid)
-	if !ok {
+	var ns uint8
+	var nst unix.Stat_t
+	if unix.Stat("/proc/self/ns/pid", &nst) == nil {
+		ns = nsTag(nst.Ino)
+	}
+	st, ok := stat(0)
+	if !ok || !st.exists {
 		// /proc is not mounted: we cannot tell our start time. Use a tag that
 		// no stat line yields so PID reuse detection degrades to kill(0).
-		return ID{PID: pid, Start: unknownStart}
+		return ID{PID: pid, Start: unknownStart, NS: ns}
 	}
-	return ID{PID: pid, Start: tag(st.start)}
+	return ID{PID: pid, Start: tag(st.start), NS: ns}
 }
 
 func alive(id ID) bool {
@@ -45,10 +50,16 @@ type procStat struct {
 // stat reads /proc/PID/stat without allocating (it runs on lock slow paths).
 // ok is false when the file could not be read for a reason other than the
 // process being gone.
+// pid 0 reads /proc/self/stat, which names the caller even when /proc was
+// mounted by another PID namespace.
 func stat(pid uint32) (st procStat, ok bool) {
 	var path [32]byte
 	n := copy(path[:], "/proc/")
-	n += putUint(path[n:], uint64(pid))
+	if pid == 0 {
+		n += copy(path[n:], "self")
+	} else {
+		n += putUint(path[n:], uint64(pid))
+	}
 	n += copy(path[n:], "/stat")
 	path[n] = 0
 	fd, _, e := syscall.Syscall6(unix.SYS_OPENAT, atFDCWD, uintptr(unsafe.Pointer(&path[0])), unix.O_RDONLY|unix.O_CLOEXEC, 0, 0, 0)
