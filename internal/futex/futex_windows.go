@@ -2,10 +2,11 @@ package futex
 
 import (
 	"errors"
-	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unicode/utf16"
 	"unsafe"
 
 	"golang.org/x/sys/windows"
@@ -75,7 +76,7 @@ const pollInterval = time.Millisecond
 type region struct {
 	base, end uintptr
 	buckets   *[Buckets]uint64
-	name      string // the mapping's object name, with its namespace
+	prefix    []uint16 // "<the mapping's object name>/futex/", in UTF-16
 }
 
 var (
@@ -97,7 +98,8 @@ func Register(base, size uintptr, buckets *[Buckets]uint64, name string) {
 	}
 	rs := make([]*region, 0, len(old)+1)
 	rs = append(rs, old...)
-	rs = append(rs, &region{base: base, end: base + size, buckets: buckets, name: name})
+	prefix := utf16.Encode([]rune(name + "/futex/"))
+	rs = append(rs, &region{base: base, end: base + size, buckets: buckets, prefix: prefix})
 	regions.Store(&rs)
 }
 
@@ -140,8 +142,39 @@ func (r *region) bucket(addr *uint32) (uint32, *uint64) {
 	return b, &r.buckets[b]
 }
 
-func (r *region) eventName(b, gen uint32) string {
-	return r.name + "/futex/" + strconv.FormatUint(uint64(b), 10) + "/" + strconv.FormatUint(uint64(gen), 10)
+// nameBuf holds an event's name, in UTF-16 with a NUL at the end: long
+// enough for any segment name (at most 255 bytes, and no more UTF-16 units
+// than UTF-8 bytes) with its namespace and the suffix. Wait and Wake build
+// the name in one on their stack, so that they allocate nothing.
+type nameBuf [300]uint16
+
+// eventName returns the NUL-terminated name of the event for generation gen
+// of bucket b, in buf if it fits.
+func (r *region) eventName(buf *nameBuf, b, gen uint32) *uint16 {
+	s := buf[:0]
+	if len(r.prefix)+2*10+2 > len(buf) {
+		s = nil // a name longer than segment names can be: allocate
+	}
+	s = append(s, r.prefix...)
+	s = appendUint(s, b)
+	s = append(s, '/')
+	s = appendUint(s, gen)
+	s = append(s, 0)
+	return &s[0]
+}
+
+// appendUint appends the decimal digits of v.
+func appendUint(s []uint16, v uint32) []uint16 {
+	var d [10]uint16
+	i := len(d)
+	for {
+		i--
+		d[i] = '0' + uint16(v%10)
+		if v /= 10; v == 0 {
+			break
+		}
+	}
+	return append(s, d[i:]...)
 }
 
 // Wait sleeps while *addr == val, for at most timeout (Forever: no limit).
@@ -206,11 +239,10 @@ func Wake(addr *uint32, n int) int {
 			break
 		}
 	}
-	if name, err := windows.UTF16PtrFromString(r.eventName(b, uint32(old>>32))); err == nil { // K3
-		if h, err := windows.OpenEvent(windows.EVENT_MODIFY_STATE, false, name); err == nil {
-			windows.SetEvent(h)
-			windows.CloseHandle(h)
-		}
+	var buf nameBuf
+	if h, err := windows.OpenEvent(windows.EVENT_MODIFY_STATE, false, r.eventName(&buf, b, uint32(old>>32))); err == nil { // K3
+		windows.SetEvent(h)
+		windows.CloseHandle(h)
 	}
 	return min(int(uint32(old)), n)
 }
@@ -218,8 +250,10 @@ func Wake(addr *uint32, n int) int {
 // events caches this process's handles to the events its goroutines sleep
 // on: goroutines of one process sleeping on one generation share a handle,
 // and the handle is closed when the last of them leaves, so the cache never
-// holds more handles than there are sleepers.
-var events = eventCache{m: make(map[eventKey]*eventEntry)}
+// holds more handles than there are sleepers. They are few, so the cache is
+// a slice searched in order, whose array is reused: a sleep allocates
+// nothing once the slice has grown to the most sleepers seen at once.
+var events eventCache
 
 type eventKey struct {
 	r   *region
@@ -228,42 +262,51 @@ type eventKey struct {
 }
 
 type eventEntry struct {
+	k    eventKey
 	h    windows.Handle
 	refs int
 }
 
 type eventCache struct {
-	mu sync.Mutex
-	m  map[eventKey]*eventEntry
+	mu      sync.Mutex
+	entries []eventEntry
 }
 
 func (c *eventCache) acquire(k eventKey) (windows.Handle, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := c.m[k]; e != nil {
-		e.refs++
-		return e.h, nil
+	for i := range c.entries {
+		if e := &c.entries[i]; e.k == k {
+			e.refs++
+			return e.h, nil
+		}
 	}
-	name, err := windows.UTF16PtrFromString(k.r.eventName(k.b, k.gen))
-	if err != nil {
-		return 0, err
-	}
+	var buf nameBuf
 	// Manual reset, not signalled; an existing event is opened as it is.
-	h, err := windows.CreateEvent(nil, 1, 0, name)
+	h, err := windows.CreateEvent(nil, 1, 0, k.r.eventName(&buf, k.b, k.gen))
 	if err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
 		return 0, err
 	}
-	c.m[k] = &eventEntry{h: h, refs: 1}
+	c.entries = append(c.entries, eventEntry{k: k, h: h, refs: 1})
 	return h, nil
 }
 
 func (c *eventCache) release(k eventKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.m[k]
-	if e.refs--; e.refs == 0 {
-		windows.CloseHandle(e.h)
-		delete(c.m, k)
+	for i := range c.entries {
+		e := &c.entries[i]
+		if e.k != k {
+			continue
+		}
+		if e.refs--; e.refs == 0 {
+			windows.CloseHandle(e.h)
+			last := len(c.entries) - 1
+			c.entries[i] = c.entries[last]
+			c.entries[last] = eventEntry{} // drop the region pointer
+			c.entries = c.entries[:last]
+		}
+		return
 	}
 }
 
@@ -305,7 +348,8 @@ func waitLocal(addr *uint32, val uint32, timeout time.Duration) error {
 		time.Sleep(d)
 	} else {
 		ms, _ := millis(d)
-		procWaitOnAddress.Call(uintptr(unsafe.Pointer(addr)), uintptr(unsafe.Pointer(&val)), 4, uintptr(ms))
+		// SyscallN rather than Call, which would move val to the heap.
+		syscall.SyscallN(procWaitOnAddress.Addr(), uintptr(unsafe.Pointer(addr)), uintptr(unsafe.Pointer(&val)), 4, uintptr(ms))
 	}
 	if timeout >= 0 && time.Since(start) >= timeout {
 		return ErrTimeout
@@ -315,7 +359,7 @@ func waitLocal(addr *uint32, val uint32, timeout time.Duration) error {
 
 func wakeLocal(addr *uint32, n int) int {
 	if haveWaitOnAddress() {
-		procWakeAll.Call(uintptr(unsafe.Pointer(addr)))
+		syscall.SyscallN(procWakeAll.Addr(), uintptr(unsafe.Pointer(addr)))
 	}
 	return 0
 }
