@@ -22,7 +22,7 @@ func process(id proc.ID) Process {
 	if id.PID == 0 {
 		return Process{}
 	}
-	return Process{PID: int(id.PID), Alive: proc.Alive(id)}
+	return Process{PID: id.OSPID(), Alive: proc.Alive(id)}
 }
 
 // LockState is a snapshot of a lock of a managed segment, for diagnostics

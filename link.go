@@ -54,7 +54,7 @@ type LinkInfo struct {
 func (l LinkInfo) CreatorAlive() bool { return proc.Alive(l.creator) }
 
 func encodeLink(name string, creator proc.ID) []byte {
-	return fmt.Appendf(nil, "%s\nname %s\npid %d\nstart %d\n", linkMagic, strconv.Quote(name), creator.PID, creator.Start)
+	return fmt.Appendf(nil, "%s\nname %s\npid %d\nstart %d\n", linkMagic, strconv.Quote(name), creator.OSPID(), creator.Start)
 }
 
 func parseLink(b []byte) (LinkInfo, error) {
@@ -89,13 +89,13 @@ func parseLink(b []byte) (LinkInfo, error) {
 				return bad("bad " + key[:len(key)-1])
 			}
 			if i == 1 {
-				l.creator.PID = uint32(u)
+				l.PID = int(u)
+				l.creator.PID = proc.PIDOf(u)
 			} else {
 				l.creator.Start = uint32(u)
 			}
 		}
 	}
-	l.PID = int(l.creator.PID)
 	return l, nil
 }
 

@@ -36,6 +36,14 @@ func nsTag(ino uint64) uint8 {
 	return t
 }
 
+// OSPID returns the process id as the operating system numbers it: PID
+// times 4 on Windows, PID elsewhere.
+func (id ID) OSPID() int { return int(id.PID) * pidUnit }
+
+// PIDOf is the PID field of an ID for the operating system's process id
+// pid (the inverse of OSPID).
+func PIDOf(pid uint64) uint32 { return uint32(pid / pidUnit) }
+
 var self struct {
 	once sync.Once
 	id   ID

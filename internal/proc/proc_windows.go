@@ -10,6 +10,9 @@ import (
 // which never changes for a process and differs between two processes that
 // had the same PID.
 
+// pidUnit: Windows PIDs are multiples of 4 and ID.PID is PID/4.
+const pidUnit = 4
+
 func selfID() ID {
 	pid := windows.GetCurrentProcessId()
 	start, err := creationTime(windows.CurrentProcess())
