@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -131,30 +130,7 @@ func TestEventSemantics(t *testing.T) {
 				}
 				ev.Reset()
 			}
-			// Timeout is about the timeout.
-			start := time.Now()
-			err := ev.WaitTimeout(40 * time.Millisecond)
-			el := time.Since(start)
-			if !errors.Is(err, ErrTimeout) || !errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("WaitTimeout: %v", err)
-			}
-			if el < 40*time.Millisecond || el > 2*time.Second {
-				t.Fatalf("WaitTimeout(40ms) took %v", el)
-			}
-			// Cancellation is prompt.
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- ev.WaitContext(ctx) }()
-			time.Sleep(20 * time.Millisecond)
-			cancel()
-			select {
-			case err := <-done:
-				if !errors.Is(err, context.Canceled) {
-					t.Fatalf("WaitContext after cancel: %v", err)
-				}
-			case <-time.After(time.Second):
-				t.Fatal("WaitContext did not return promptly after cancel")
-			}
+			checkTimeoutAndCancel(t, "WaitTimeout", ev.WaitTimeout, ev.WaitContext)
 			// Many goroutines of one process wait at once.
 			const gs = 16
 			var wg sync.WaitGroup

@@ -146,28 +146,7 @@ func TestMutexTryLockTimeoutContext(t *testing.T) {
 	if m.TryLock() {
 		t.Fatal("TryLock on a held mutex succeeded")
 	}
-	start := time.Now()
-	err := m.LockTimeout(50 * time.Millisecond)
-	el := time.Since(start)
-	if !errors.Is(err, ErrTimeout) || !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("LockTimeout on held mutex: %v, want ErrTimeout", err)
-	}
-	if el < 50*time.Millisecond || el > 2*time.Second {
-		t.Fatalf("LockTimeout(50ms) returned after %v", el)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.LockContext(ctx) }()
-	time.Sleep(30 * time.Millisecond)
-	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("LockContext after cancel: %v", err)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("LockContext did not return promptly after cancel")
-	}
+	checkTimeoutAndCancel(t, "LockTimeout", m.LockTimeout, m.LockContext)
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel2()
 	if err := m.LockContext(ctx2); !errors.Is(err, context.DeadlineExceeded) {
@@ -199,6 +178,37 @@ func TestMutexWakesWaiter(t *testing.T) {
 	case <-got:
 	case <-time.After(5 * time.Second):
 		t.Fatal("waiter not woken by Unlock")
+	}
+}
+
+// checkTimeoutAndCancel checks a wait that cannot succeed: the timed form
+// returns ErrTimeout (which is also os.ErrDeadlineExceeded) after about its
+// timeout, and the context form returns context.Canceled promptly once the
+// context is cancelled.
+func checkTimeoutAndCancel(t *testing.T, what string, timed func(time.Duration) error, withCtx func(context.Context) error) {
+	t.Helper()
+	const d = 40 * time.Millisecond
+	start := time.Now()
+	err := timed(d)
+	el := time.Since(start)
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s: %v, want ErrTimeout", what, err)
+	}
+	if el < d || el > 2*time.Second {
+		t.Fatalf("%s(%v) returned after %v", what, d, el)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- withCtx(ctx) }()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s with a cancelled context: %v", what, err)
+		}
+	case <-time.After(time.Second):
+		t.Fatalf("%s did not return promptly after its context was cancelled", what)
 	}
 }
 
