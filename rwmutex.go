@@ -91,6 +91,15 @@ var readerID, readerHome = func() (uint64, int) {
 	return uint64(id.Word())<<32 | uint64(id.PID)<<8, int(id.PID % rwSlots)
 }()
 
+// readerOne is this process's slot value when it holds one read lock there,
+// 0 if it has no slot identity.
+var readerOne = func() uint64 {
+	if readerID == 0 {
+		return 0
+	}
+	return readerID | 1
+}()
+
 // slotOwner returns the process that holds the slot value v.
 func slotOwner(v uint64) proc.ID {
 	return proc.FromWord(uint32(v>>8)&(1<<rPIDBits-1), uint32(v>>32))
@@ -101,7 +110,22 @@ func slotAlive(v uint64) bool { return proc.Alive(slotOwner(v)) }
 
 // RLock locks rw for reading, waiting as long as it takes.
 func (rw *RWMutex) RLock() {
-	if rw.rlockFast() {
+	// The common case, small enough to be inlined: this process's home slot
+	// is free and no writer is about.
+	p := &rw.slots[uint(readerHome)%rwSlots]
+	took := readerOne != 0 && atomic.CompareAndSwapUint64(p, 0, readerOne)
+	if took && atomic.LoadUint32(&rw.gate)&gWriter == 0 {
+		return
+	}
+	rw.rlockMiss(p, took)
+}
+
+// rlockMiss is RLock when its common case did not apply: took tells whether
+// it counted a read lock in the home slot p (and then met a writer).
+func (rw *RWMutex) rlockMiss(p *uint64, took bool) {
+	if took {
+		rw.giveBack(p)
+	} else if rw.rlockNested(p) {
 		return
 	}
 	rw.rlockSlow(noDeadline())
@@ -145,18 +169,26 @@ func (rw *RWMutex) RLockContext(ctx context.Context) error {
 }
 
 // rlockFast takes a read lock through this process's home slot when no
-// writer is about.
+// writer is about. The common case (the slot free, no writer) is small
+// enough to be inlined into RLock.
 func (rw *RWMutex) rlockFast() bool {
-	p := &rw.slots[readerHome]
-	old := atomic.LoadUint64(p)
-	var ok bool
-	switch {
-	case old == 0 && readerID != 0:
-		ok = atomic.CompareAndSwapUint64(p, 0, readerID|1)
-	case old&rIDMask == readerID && readerID != 0 && old&rCountMask < rCountMask:
-		ok = atomic.CompareAndSwapUint64(p, old, old+1)
+	p := &rw.slots[uint(readerHome)%rwSlots]
+	if readerOne == 0 || !atomic.CompareAndSwapUint64(p, 0, readerOne) {
+		return rw.rlockNested(p)
 	}
-	if !ok {
+	if atomic.LoadUint32(&rw.gate)&gWriter == 0 {
+		return true
+	}
+	rw.giveBack(p)
+	return false
+}
+
+// rlockNested is rlockFast when the home slot is not free: it counts one
+// more read lock there if the slot is this process's.
+func (rw *RWMutex) rlockNested(p *uint64) bool {
+	old := atomic.LoadUint64(p)
+	if readerID == 0 || old&rIDMask != readerID || old&rCountMask >= rCountMask ||
+		!atomic.CompareAndSwapUint64(p, old, old+1) {
 		return false
 	}
 	if atomic.LoadUint32(&rw.gate)&gWriter == 0 {
@@ -311,15 +343,36 @@ func (rw *RWMutex) openGate() {
 // RUnlock releases one read lock taken by this process. Releasing a read
 // lock this process does not hold does nothing.
 func (rw *RWMutex) RUnlock() {
-	p := &rw.slots[readerHome]
+	// The common case, small enough to be inlined: this process's only read
+	// lock, in its home slot, and no writer waiting.
+	p := &rw.slots[uint(readerHome)%rwSlots]
+	took := readerOne != 0 && atomic.CompareAndSwapUint64(p, readerOne, 0)
+	if took && atomic.LoadUint32(&rw.gate)&gWriter == 0 {
+		return
+	}
+	rw.runlockMiss(p, took)
+}
+
+// runlockMiss is RUnlock when its common case did not apply: took tells
+// whether it released the read lock (and then saw a writer waiting).
+func (rw *RWMutex) runlockMiss(p *uint64, took bool) {
+	if took {
+		rw.wakeWriter()
+		return
+	}
+	rw.runlockNested(p)
+}
+
+// runlockNested is RUnlock when the home slot does not hold exactly one
+// read lock of this process.
+func (rw *RWMutex) runlockNested(p *uint64) {
 	old := atomic.LoadUint64(p)
-	if old&rIDMask == readerID && readerID != 0 && old&rCountMask > 1 {
-		if atomic.CompareAndSwapUint64(p, old, old-1) {
-			rw.leaving()
-			return
+	if readerID != 0 && old&rIDMask == readerID && old&rCountMask > 0 {
+		nw := old - 1
+		if nw&rCountMask == 0 {
+			nw = 0
 		}
-	} else if old&rIDMask == readerID && readerID != 0 && old&rCountMask == 1 {
-		if atomic.CompareAndSwapUint64(p, old, 0) {
+		if atomic.CompareAndSwapUint64(p, old, nw) {
 			rw.leaving()
 			return
 		}
@@ -330,9 +383,14 @@ func (rw *RWMutex) RUnlock() {
 // leaving tells a waiting writer, if any, that a reader left.
 func (rw *RWMutex) leaving() {
 	if atomic.LoadUint32(&rw.gate)&gWriter != 0 {
-		atomic.AddUint32(&rw.drain, 1)
-		futex.Wake(&rw.drain, 1)
+		rw.wakeWriter()
 	}
+}
+
+// wakeWriter tells the writer waiting for readers to leave that one did.
+func (rw *RWMutex) wakeWriter() {
+	atomic.AddUint32(&rw.drain, 1)
+	futex.Wake(&rw.drain, 1)
 }
 
 func (rw *RWMutex) runlockSlow() {
