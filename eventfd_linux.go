@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -23,10 +24,46 @@ import (
 // EventFDManual), usable by every process that opens the segment. See the
 // package documentation on eventfd events. Get one from Managed.Event.
 type EventFD struct {
-	f      *os.File
-	rc     interface{ Control(func(uintptr)) error }
+	fd     int
 	manual bool
-	closed atomic.Bool
+	// state counts the calls using fd (low bits) and says whether the
+	// event was closed (efdClosed) and fd released (efdReleased): fd is
+	// closed once the event is closed and its last user has left, so that a
+	// call racing with Close never touches a descriptor number that was
+	// already reused.
+	state atomic.Int64
+}
+
+const (
+	efdClosed   = 1 << 40
+	efdReleased = 1 << 41
+)
+
+// acquire registers a user of fd; it fails once the event is closed.
+func (e *EventFD) acquire() bool {
+	for {
+		s := e.state.Load()
+		if s&efdClosed != 0 {
+			return false
+		}
+		if e.state.CompareAndSwap(s, s+1) {
+			return true
+		}
+	}
+}
+
+// release ends a use of fd, closing it if it was the last use of a closed
+// event.
+func (e *EventFD) release() {
+	if e.state.Add(-1) == efdClosed {
+		e.closeFD()
+	}
+}
+
+func (e *EventFD) closeFD() {
+	if e.state.CompareAndSwap(efdClosed, efdClosed|efdReleased) {
+		unix.Close(e.fd)
+	}
 }
 
 const eventFDSupported = true
@@ -36,13 +73,7 @@ const eventFDSupported = true
 const efdSlice = 100 * time.Millisecond
 
 func newEventFD(fd int, manual bool) (*EventFD, error) {
-	f := os.NewFile(uintptr(fd), "eventfd")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &EventFD{f: f, rc: rc, manual: manual}, nil
+	return &EventFD{fd: fd, manual: manual}, nil
 }
 
 // createEventFDs makes the creator's eventfds and starts serving them under
@@ -129,9 +160,10 @@ func serveOne(m *Managed, c *net.UnixConn, uid uint32) {
 	if efd == nil {
 		return
 	}
-	efd.rc.Control(func(fd uintptr) {
-		c.WriteMsgUnix(req[:], unix.UnixRights(int(fd)), nil)
-	})
+	if efd.acquire() {
+		c.WriteMsgUnix(req[:], unix.UnixRights(efd.fd), nil)
+		efd.release()
+	}
 }
 
 func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
@@ -224,51 +256,53 @@ func isEventFD(fd int) bool {
 // Fd returns the eventfd's descriptor in this process, for epoll and the
 // like. It stays valid until the Managed is closed; do not close it or read
 // from it (reading consumes the event).
-func (e *EventFD) Fd() int { return int(e.f.Fd()) }
+func (e *EventFD) Fd() int { return e.fd }
 
 func (e *EventFD) close() error {
-	e.closed.Store(true)
-	return e.f.Close()
+	if e.state.Or(efdClosed)&(efdClosed-1) == 0 {
+		e.closeFD()
+	}
+	return nil
 }
+
+// efdOne is the 8-byte value 1 that Set writes.
+var efdOne = func() (b [8]byte) { binary.NativeEndian.PutUint64(b[:], 1); return }()
 
 // Set signals the event: it adds 1 to the eventfd's counter.
 func (e *EventFD) Set() error {
-	var one [8]byte
-	binary.NativeEndian.PutUint64(one[:], 1)
-	var werr error
-	err := e.rc.Control(func(fd uintptr) {
-		_, werr = unix.Write(int(fd), one[:])
-	})
-	if err != nil {
+	if !e.acquire() {
 		return ErrClosed
 	}
-	if werr == unix.EAGAIN {
-		return nil // the counter is at its maximum: set already
+	defer e.release()
+	_, _, errno := syscall.Syscall(unix.SYS_WRITE, uintptr(e.fd), uintptr(unsafe.Pointer(&efdOne[0])), 8)
+	if errno == 0 || errno == unix.EAGAIN { // EAGAIN: the counter is at its maximum, set already
+		return nil
 	}
-	return werr
+	return errno
 }
 
 // Reset clears the event by reading the counter.
 func (e *EventFD) Reset() error {
+	if !e.acquire() {
+		return ErrClosed
+	}
+	defer e.release()
 	_, err := e.take()
 	return err
 }
 
 // take reads (and so clears) the counter; it reports whether it was set.
+// The caller holds a use of fd.
 func (e *EventFD) take() (bool, error) {
 	var buf [8]byte
-	var n int
-	var rerr error
-	err := e.rc.Control(func(fd uintptr) {
-		n, rerr = unix.Read(int(fd), buf[:])
-	})
-	if err != nil {
-		return false, ErrClosed
-	}
-	if rerr == unix.EAGAIN {
+	n, _, errno := syscall.Syscall(unix.SYS_READ, uintptr(e.fd), uintptr(unsafe.Pointer(&buf[0])), 8)
+	switch {
+	case errno == unix.EAGAIN:
 		return false, nil
+	case errno != 0:
+		return false, errno
 	}
-	return rerr == nil && n == 8, rerr
+	return n == 8, nil
 }
 
 // Wait waits until the event is set (and, if auto-reset, clears it).
@@ -285,51 +319,55 @@ func (e *EventFD) WaitContext(ctx context.Context) error {
 	return e.wait(ctxDeadline(ctx))
 }
 
+// wait polls the eventfd (in slices, so that Close and a cancelled context
+// are seen) and, for an auto-reset event, reads it once it is readable: two
+// system calls per wait, one for a manual-reset event. Another waiter may
+// read it first; then this one polls again.
 func (e *EventFD) wait(dl deadline) error {
+	if !e.acquire() {
+		return ErrClosed
+	}
+	defer e.release()
 	for {
-		if e.closed.Load() {
-			return ErrClosed
-		}
-		if e.manual {
-			if ok, err := e.poll(0); err != nil || ok {
-				return err
-			}
-		} else if ok, err := e.take(); err != nil || ok {
-			return err
-		}
-		if err := dl.expired(); err != nil {
-			return err
-		}
 		t := efdSlice
 		if !dl.at.IsZero() {
-			if left := time.Until(dl.at); left < t {
-				t = left
-			}
+			t = max(min(t, time.Until(dl.at)), 0)
 		}
 		if dl.ctx != nil && t > ctxSlice {
 			t = ctxSlice
 		}
-		if _, err := e.poll(t); err != nil {
+		ready, err := e.poll(t)
+		if err != nil {
+			return err
+		}
+		if ready {
+			if e.manual {
+				return nil
+			}
+			if ok, err := e.take(); err != nil || ok {
+				return err
+			}
+		}
+		if e.state.Load()&efdClosed != 0 {
+			return ErrClosed
+		}
+		if err := dl.expired(); err != nil {
 			return err
 		}
 	}
 }
 
-// poll waits at most t for the eventfd to be readable (set).
+// poll waits at most t for the eventfd to be readable (set). The caller
+// holds a use of fd.
 func (e *EventFD) poll(t time.Duration) (bool, error) {
-	var ready bool
-	var perr error
-	err := e.rc.Control(func(fd uintptr) {
-		fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		ts := unix.NsecToTimespec(int64(t))
-		n, err := unix.Ppoll(fds[:], &ts, nil)
-		if err == unix.EINTR {
-			return
-		}
-		ready, perr = n > 0 && fds[0].Revents&unix.POLLIN != 0, err
-	})
-	if err != nil {
-		return false, ErrClosed
+	fds := [1]unix.PollFd{{Fd: int32(e.fd), Events: unix.POLLIN}}
+	ts := unix.NsecToTimespec(int64(t))
+	n, _, errno := syscall.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	switch {
+	case errno == unix.EINTR:
+		return false, nil
+	case errno != 0:
+		return false, errno
 	}
-	return ready, perr
+	return n > 0 && fds[0].Revents&unix.POLLIN != 0, nil
 }
