@@ -717,8 +717,12 @@ func printTrips(w io.Writer, res []tripResult) {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tmedian\tp99\tx futex\tx spin\tx pipe\tx unix\t")
 	for _, r := range res {
+		note := ""
+		if r.Note != "" {
+			note = "  (" + r.Note + ")"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\n", r.Name, fmtDur(r.Median), fmtDur(r.P99),
-			r.Ratios[kFutex.name], r.Ratios[kSpin.name], r.Ratios[kPipe.name], r.Ratios[kUnix.name], r.Note)
+			r.Ratios[kFutex.name], r.Ratios[kSpin.name], r.Ratios[kPipe.name], r.Ratios[kUnix.name], note)
 	}
 	tw.Flush()
 }

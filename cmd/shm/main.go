@@ -1,9 +1,13 @@
-// Command shm lists, inspects and removes shared-memory segments.
+// Command shm runs a demo of shared memory between processes, measures it,
+// and lists, inspects and removes shared-memory segments.
 //
-//	shm ls                 list the segments on this machine
-//	shm inspect NAME       show a segment's size, mode, owner and first bytes
+//	shm demo               worker processes share a counter and bounce an event
+//	shm bench              measure locks and events against sync, pipes, sockets, futex (Linux)
+//	shm ls                 list the segments on this machine, their creators and users
+//	shm inspect NAME       show a segment's size, mode, owner, header, locks and events
 //	shm rm NAME...         remove segments
 //	shm rm --link PATH...  remove link files and the segments they name
+//	shm rm --stale [PATH...] remove segments and links whose creator is dead and that nobody maps
 //	shm help [COMMAND]     show usage
 //
 // Each subcommand lives in its own file and registers itself with register
@@ -120,7 +124,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `shm lists, inspects and removes shared-memory segments.
+	fmt.Fprint(w, `shm runs a demo of shared memory between processes, measures it, and lists,
+inspects and removes shared-memory segments.
 
 Usage:
 	shm COMMAND [ARGUMENTS]
