@@ -93,38 +93,19 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
 		return fail(err)
 	}
-	data, err := mmapShm(fd, size, false)
+	data, err := mmapShm(fd, size, false, o.populate)
 	if err != nil {
 		return fail(err)
 	}
 	return data, osSegment{}, nil
 }
 
-func osOpen(name string, o *options) ([]byte, osSegment, error) {
-	flags := unix.O_RDWR
-	if o.readOnly {
-		flags = unix.O_RDONLY
-	}
-	fd, err := shmOpen(name, flags, 0)
-	if err != nil {
-		return nil, osSegment{}, err
-	}
-	defer unix.Close(fd)
-	size, err := shmSize(func() (int64, uint32, error) {
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return 0, 0, err
-		}
-		return st.Size, uint32(st.Mode), nil
-	}, false)
-	if err != nil {
-		return nil, osSegment{}, err
-	}
-	data, err := mmapShm(fd, size, o.readOnly)
-	return data, osSegment{}, err
-}
+// shmHasFileType: macOS reports only the permission bits in st_mode.
+const shmHasFileType = false
 
-func mmapShm(fd, size int, readOnly bool) ([]byte, error) {
+// mmapShm maps size bytes of the object; macOS has nothing like
+// MAP_POPULATE, so populate is ignored.
+func mmapShm(fd, size int, readOnly, _ bool) ([]byte, error) {
 	prot := unix.PROT_READ | unix.PROT_WRITE
 	if readOnly {
 		prot = unix.PROT_READ
@@ -145,11 +126,4 @@ func osRemove(name string) error {
 		return errnoOr(e)
 	}
 	return nil
-}
-
-func osClose(data []byte, _ *osSegment) error {
-	if data == nil {
-		return nil
-	}
-	return unix.Munmap(data)
 }

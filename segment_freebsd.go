@@ -61,29 +61,8 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 	return data, osSegment{}, nil
 }
 
-func osOpen(name string, o *options) ([]byte, osSegment, error) {
-	flags := unix.O_RDWR
-	if o.readOnly {
-		flags = unix.O_RDONLY
-	}
-	fd, err := shmOpen(name, flags, 0)
-	if err != nil {
-		return nil, osSegment{}, err
-	}
-	defer unix.Close(fd)
-	size, err := shmSize(func() (int64, uint32, error) {
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return 0, 0, err
-		}
-		return st.Size, uint32(st.Mode), nil
-	}, true)
-	if err != nil {
-		return nil, osSegment{}, err
-	}
-	data, err := mmapShm(fd, size, o.readOnly, o.populate)
-	return data, osSegment{}, err
-}
+// shmHasFileType: FreeBSD sets S_IFREG in st_mode.
+const shmHasFileType = true
 
 // mmapShm maps size bytes of the object. FreeBSD's nearest thing to
 // MAP_POPULATE is MAP_PREFAULT_READ, which maps the pages already resident
@@ -110,11 +89,4 @@ func osRemove(name string) error {
 		return e
 	}
 	return nil
-}
-
-func osClose(data []byte, _ *osSegment) error {
-	if data == nil {
-		return nil
-	}
-	return unix.Munmap(data)
 }
