@@ -1,24 +1,11 @@
 package proc
 
-import (
-	"os"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // On macOS the start time comes from sysctl kern.proc.pid.<pid>: the
 // p_starttime of struct extern_proc (see kinfo.go for the layout), the wall
 // clock time at which the process was created, stored once and never
 // recomputed.
-
-func selfID() ID {
-	pid := uint32(os.Getpid())
-	info, r := lookup(pid)
-	if r != found || info.start == 0 {
-		return ID{PID: pid, Start: unknownStart}
-	}
-	return ID{PID: pid, Start: tag(info.start)}
-}
 
 func alive(id ID) bool {
 	info, r := lookup(id.PID)

@@ -1,25 +1,12 @@
 package proc
 
-import (
-	"os"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // On FreeBSD the start time comes from sysctl kern.proc.pid.<pid>: ki_start
 // of struct kinfo_proc (see kinfo.go for the layout). The kernel keeps it as
 // time since boot and reports it added to kern.boottime, which moves when
 // the clock is stepped; we subtract kern.boottime again, so the tag does not
 // change under a live process.
-
-func selfID() ID {
-	pid := uint32(os.Getpid())
-	info, r := lookup(pid)
-	if r != found || info.start == 0 {
-		return ID{PID: pid, Start: unknownStart}
-	}
-	return ID{PID: pid, Start: tag(info.start)}
-}
 
 func alive(id ID) bool {
 	info, r := lookup(id.PID)
