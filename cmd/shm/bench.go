@@ -5,7 +5,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/go-shm/shm"
+	"github.com/go-shm/shm/internal/bench"
 )
 
 func init() {
@@ -61,91 +61,41 @@ both processes with SetSpin(0): waiters sleep in the kernel at once.`,
 	})
 }
 
-// benchShared is the round-trip segment's data: a control block and, on
-// cache lines of their own, the words each kind of round trip uses.
-type benchShared struct {
-	cmd   uint32 // command number; the peer sleeps on it between commands
-	mode  uint32
-	n     uint32
-	spin  int32
-	_     [48]byte
-	ready uint32 // the peer is running command ready
-	_     [60]byte
-	done  uint32 // the peer finished command done
-	_     [60]byte
-	start uint32 // for rtIncr: both start when it equals cmd
-	_     [60]byte
-
-	ping, pong padWord
-	auto       [2]struct {
-		e shm.AutoEvent
-		_ [56]byte
-	}
-	manual [2]struct {
-		e shm.ManualEvent
-		_ [56]byte
-	}
-	busyAuto [2]struct {
-		e shm.BusyAutoEvent
-		_ [56]byte
-	}
-	busyManual [2]struct {
-		e shm.BusyManualEvent
-		_ [56]byte
-	}
-	mu      shm.Mutex
-	turn    uint32
-	_       [52]byte
-	counter uint64
+// idleShared is the idle waiter's segment.
+type idleShared struct {
+	mode    uint32 // which event the waiter waits on: bench.AutoEvent or bench.BusyAutoEvent
+	idle    uint32 // the waiter is about to wait
+	idleCPU int64  // the waiter's CPU time, ns
+	_       [48]byte
+	auto    shm.AutoEvent
 	_       [56]byte
-	idleCPU int64 // the idle waiter's CPU time, ns
-	idle    uint32
+	busy    shm.BusyAutoEvent
+	_       [56]byte
 }
-
-type padWord struct {
-	v uint32
-	_ [60]byte
-}
-
-// Round-trip modes.
-const (
-	rtExit = iota
-	rtSpin
-	rtFutex
-	rtPipe
-	rtUnix
-	rtAuto
-	rtManual
-	rtBusyAuto
-	rtBusyManual
-	rtEventFD
-	rtMutex
-	rtIncr
-)
 
 // A round-trip kind as the table shows it.
 type rtKind struct {
 	name string
-	mode int
+	mode bench.Mode
 	spin int // SetSpin on both sides (-1: default)
 }
 
 var (
-	kSpin  = rtKind{"raw spin (hardware floor)", rtSpin, 0}
-	kFutex = rtKind{"raw futex (kernel floor)", rtFutex, 0}
-	kPipe  = rtKind{"pipe pair", rtPipe, 0}
-	kUnix  = rtKind{"Unix socket pair", rtUnix, 0}
+	kSpin  = rtKind{"raw spin (hardware floor)", bench.RawSpin, 0}
+	kFutex = rtKind{"raw futex (kernel floor)", bench.RawFutex, 0}
+	kPipe  = rtKind{"pipe pair", bench.Pipe, 0}
+	kUnix  = rtKind{"Unix socket pair", bench.UnixSocket, 0}
 	kinds  = []rtKind{
 		kSpin, kFutex, kPipe, kUnix,
-		{"AutoEvent spin0", rtAuto, 0},
-		{"ManualEvent spin0", rtManual, 0},
-		{"AutoEvent", rtAuto, -1},
-		{"ManualEvent", rtManual, -1},
-		{"BusyAutoEvent", rtBusyAuto, -1},
-		{"BusyManualEvent", rtBusyManual, -1},
-		{"EventFD (auto)", rtEventFD, -1},
-		{"Mutex hand-off", rtMutex, -1},
-		{"Mutex hand-off spin0", rtMutex, 0},
+		{"AutoEvent spin0", bench.AutoEvent, 0},
+		{"ManualEvent spin0", bench.ManualEvent, 0},
+		{"AutoEvent", bench.AutoEvent, -1},
+		{"ManualEvent", bench.ManualEvent, -1},
+		{"BusyAutoEvent", bench.BusyAutoEvent, -1},
+		{"BusyManualEvent", bench.BusyManualEvent, -1},
+		{"EventFD (auto)", bench.EventFD, -1},
+		{"Mutex hand-off", bench.MutexHandoff, -1},
+		{"Mutex hand-off spin0", bench.MutexHandoff, 0},
 	}
 	baselines = []rtKind{kFutex, kSpin, kPipe, kUnix}
 )
@@ -165,7 +115,7 @@ func runBench(e *env, args []string) error {
 		return usageErrorf("-trips must be at least 100")
 	}
 	if name := e.flags.Lookup("peer").Value.String(); name != "" {
-		return benchPeer(name)
+		return bench.Serve(name)
 	}
 	if name := e.flags.Lookup("idle").Value.String(); name != "" {
 		return idleWaiter(name)
@@ -305,7 +255,7 @@ func uncontended(w io.Writer, ops int) {
 	}
 	per := make([]float64, len(list))
 	for i := range list {
-		per[i] = float64(median(ts[i])) / chunk
+		per[i] = float64(bench.Median(ts[i])) / chunk
 	}
 	fmt.Fprintf(w, "\nUncontended, one process (%d operations each, median of chunks of %d):\n", ops, chunk)
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', tabwriter.AlignRight)
@@ -322,12 +272,6 @@ func uncontended(w io.Writer, ops int) {
 	fmt.Fprintln(w, "Allocations and system calls on these paths: 0 (go test -run 'NoAllocs|NoSyscalls' -v .).")
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 // Round trips.
 
 // tripResult is one kind's round trips.
@@ -340,332 +284,16 @@ type tripResult struct {
 	Note   string             `json:",omitempty"`
 }
 
-// peer is the coordinator's side of a round-trip peer process.
-type peer struct {
-	m      *shm.Managed
-	s      *benchShared
-	efd    [2]shm.Event
-	pipeW  int
-	pipeR  int
-	sock   int
-	cmd    *exec.Cmd
-	out    strings.Builder
-	exited chan struct{}
-}
-
-func startPeer() (*peer, error) {
-	conf := shm.Config{Size: int(unsafe.Sizeof(benchShared{}))}
-	conf.AddEvent(shm.EventFDAuto)
-	conf.AddEvent(shm.EventFDAuto)
-	m, err := conf.Create()
-	if err != nil {
-		return nil, err
-	}
-	p := &peer{m: m, exited: make(chan struct{})}
-	fail := func(err error) (*peer, error) {
-		m.Close()
-		return nil, err
-	}
-	if p.s, err = shm.View[benchShared](m.Data()); err != nil {
-		return fail(err)
-	}
-	for i := range p.efd {
-		if p.efd[i], err = m.Event(i); err != nil {
-			return fail(err)
-		}
-	}
-	var toPeer, fromPeer [2]int
-	if err := unix.Pipe2(toPeer[:], unix.O_CLOEXEC); err != nil {
-		return fail(err)
-	}
-	if err := unix.Pipe2(fromPeer[:], unix.O_CLOEXEC); err != nil {
-		return fail(err)
-	}
-	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fail(err)
-	}
-	p.pipeW, p.pipeR, p.sock = toPeer[1], fromPeer[0], sp[0]
-	theirs := []*os.File{os.NewFile(uintptr(toPeer[0]), "ping"), os.NewFile(uintptr(fromPeer[1]), "pong"), os.NewFile(uintptr(sp[1]), "sock")}
+// startPeer starts a round-trip peer process: this program run as
+// shm bench -peer.
+func startPeer() (*bench.Peer, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	p.cmd = exec.Command(self, "bench", "-peer", m.Name())
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	p.cmd.ExtraFiles = theirs // fds 3, 4, 5
-	err = p.cmd.Start()
-	for _, f := range theirs {
-		f.Close()
-	}
-	if err != nil {
-		return fail(err)
-	}
-	go func() {
-		p.cmd.Wait()
-		close(p.exited)
-	}()
-	return p, nil
-}
-
-func (p *peer) close() {
-	p.command(rtExit, 0, 0)
-	select {
-	case <-p.exited:
-	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-	unix.Close(p.pipeW)
-	unix.Close(p.pipeR)
-	unix.Close(p.sock)
-	p.m.Close()
-}
-
-func (p *peer) command(mode, spin, n int) uint32 {
-	s := p.s
-	atomic.StoreUint32(&s.mode, uint32(mode))
-	atomic.StoreUint32(&s.n, uint32(n))
-	atomic.StoreInt32(&s.spin, int32(spin))
-	c := atomic.AddUint32(&s.cmd, 1)
-	futexWake(&s.cmd)
-	return c
-}
-
-// await waits until *w == c.
-func (p *peer) await(w *uint32, c uint32) error {
-	deadline := time.Now().Add(benchTimeout)
-	for {
-		v := atomic.LoadUint32(w)
-		if v == c {
-			return nil
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("the peer process exited: %s", p.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			return errors.New("the peer process does not answer")
-		}
-		futexWait(w, v, 100*time.Millisecond)
-	}
-}
-
-// run performs n round trips of kind k, appending each one's time to ts
-// (nil: not timed one by one), and returns the time they took in all.
-func (p *peer) run(k rtKind, n int, ts []time.Duration) ([]time.Duration, time.Duration, error) {
-	s := p.s
-	atomic.StoreUint32(&s.ping.v, 0)
-	atomic.StoreUint32(&s.pong.v, 0)
-	s.turn = 0
-	shm.SetSpin(k.spin)
-	c := p.command(k.mode, k.spin, n)
-	if err := p.await(&s.ready, c); err != nil {
-		return ts, 0, err
-	}
-	trip := p.trip(k.mode)
-	begin := time.Now()
-	if k.mode == rtIncr {
-		atomic.StoreUint32(&s.start, c)
-	}
-	t := begin
-	for i := uint32(1); i <= uint32(n); i++ {
-		trip(i)
-		if ts != nil {
-			now := time.Now()
-			ts = append(ts, now.Sub(t))
-			t = now
-		}
-	}
-	if k.mode == rtMutex {
-		for { // the last round trip ends when the turn is back
-			s.mu.Lock()
-			back := s.turn == 0
-			s.mu.Unlock()
-			if back {
-				break
-			}
-		}
-	}
-	if err := p.await(&s.done, c); err != nil {
-		return ts, 0, err
-	}
-	return ts, time.Since(begin), nil
-}
-
-// trip returns the coordinator's side of one round trip in mode.
-func (p *peer) trip(mode int) func(i uint32) {
-	s := p.s
-	switch mode {
-	case rtSpin:
-		return func(i uint32) {
-			atomic.StoreUint32(&s.ping.v, 2*i-1)
-			spinRecv(&s.ping.v, 2*i)
-		}
-	case rtFutex:
-		return func(i uint32) {
-			rawSend(&s.ping.v, i)
-			rawRecv(&s.pong.v, i)
-		}
-	case rtPipe:
-		return func(uint32) {
-			oneByte(p.pipeW, true)
-			oneByte(p.pipeR, false)
-		}
-	case rtUnix:
-		return func(uint32) {
-			oneByte(p.sock, true)
-			oneByte(p.sock, false)
-		}
-	case rtAuto:
-		return func(uint32) {
-			s.auto[0].e.Set()
-			s.auto[1].e.Wait()
-		}
-	case rtManual:
-		return func(uint32) {
-			s.manual[0].e.Set()
-			s.manual[1].e.Wait()
-			s.manual[1].e.Reset()
-		}
-	case rtBusyAuto:
-		return func(uint32) {
-			s.busyAuto[0].e.Set()
-			s.busyAuto[1].e.Wait()
-		}
-	case rtBusyManual:
-		return func(uint32) {
-			s.busyManual[0].e.Set()
-			s.busyManual[1].e.Wait()
-			s.busyManual[1].e.Reset()
-		}
-	case rtEventFD:
-		return func(uint32) {
-			p.efd[0].Set()
-			p.efd[1].Wait()
-		}
-	case rtMutex:
-		return func(uint32) { handoff(s, 0, 1) }
-	case rtIncr:
-		return func(uint32) {
-			s.mu.Lock()
-			s.counter++
-			s.mu.Unlock()
-		}
-	}
-	panic("bench: unknown mode " + strconv.Itoa(mode))
-}
-
-// respond is the peer's side of n round trips in mode.
-func respond(s *benchShared, efd [2]shm.Event, mode int, n int) {
-	for i := uint32(1); i <= uint32(n); i++ {
-		switch mode {
-		case rtSpin:
-			spinRecv(&s.ping.v, 2*i-1)
-			atomic.StoreUint32(&s.ping.v, 2*i)
-		case rtFutex:
-			rawRecv(&s.ping.v, i)
-			rawSend(&s.pong.v, i)
-		case rtPipe:
-			oneByte(3, false)
-			oneByte(4, true)
-		case rtUnix:
-			oneByte(5, false)
-			oneByte(5, true)
-		case rtAuto:
-			s.auto[0].e.Wait()
-			s.auto[1].e.Set()
-		case rtManual:
-			s.manual[0].e.Wait()
-			s.manual[0].e.Reset()
-			s.manual[1].e.Set()
-		case rtBusyAuto:
-			s.busyAuto[0].e.Wait()
-			s.busyAuto[1].e.Set()
-		case rtBusyManual:
-			s.busyManual[0].e.Wait()
-			s.busyManual[0].e.Reset()
-			s.busyManual[1].e.Set()
-		case rtEventFD:
-			efd[0].Wait()
-			efd[1].Set()
-		case rtMutex:
-			handoff(s, 1, 1)
-		case rtIncr:
-			s.mu.Lock()
-			s.counter++
-			s.mu.Unlock()
-		}
-	}
-}
-
-// handoff takes the mutex n times when it is this side's turn (me), each
-// time giving the turn to the other side. On a single CPU a side that finds
-// it is not its turn yields the CPU, since the other side cannot take its
-// turn until it runs.
-func handoff(s *benchShared, me uint32, n int) {
-	for k := 0; k < n; {
-		s.mu.Lock()
-		mine := s.turn == me
-		if mine {
-			s.turn = 1 - me
-			k++
-		}
-		s.mu.Unlock()
-		if !mine && singleCPU {
-			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
-		}
-	}
-}
-
-var singleCPU = runtime.NumCPU() == 1
-
-// benchPeer answers the coordinator's commands until told to exit or
-// orphaned.
-func benchPeer(name string) error {
-	m, err := shm.OpenManaged(name)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	s, err := shm.View[benchShared](m.Data())
-	if err != nil {
-		return err
-	}
-	var efd [2]shm.Event
-	for i := range efd {
-		if efd[i], err = m.Event(i); err != nil {
-			return err
-		}
-	}
-	parent := os.Getppid()
-	var last uint32
-	for {
-		c := atomic.LoadUint32(&s.cmd)
-		if c == last {
-			futexWait(&s.cmd, c, 100*time.Millisecond)
-			if os.Getppid() != parent {
-				return errors.New("orphaned")
-			}
-			continue
-		}
-		last = c
-		mode, n := int(atomic.LoadUint32(&s.mode)), int(atomic.LoadUint32(&s.n))
-		if mode == rtExit {
-			return nil
-		}
-		shm.SetSpin(int(atomic.LoadInt32(&s.spin)))
-		atomic.StoreUint32(&s.ready, c)
-		futexWake(&s.ready)
-		if mode == rtIncr {
-			for atomic.LoadUint32(&s.start) != c {
-			}
-		}
-		respond(s, efd, mode, n)
-		atomic.StoreUint32(&s.done, c)
-		futexWake(&s.done)
-	}
+	return bench.Start("", func(segment string) *exec.Cmd {
+		return exec.Command(self, "bench", "-peer", segment)
+	})
 }
 
 // roundTrips measures every kind, the kinds taking turns in chunks so that
@@ -675,7 +303,7 @@ func roundTrips(trips int, oneCPU bool) ([]tripResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer p.close()
+	defer p.Close()
 	defer shm.SetSpin(-1)
 	const rounds = 10
 	ts := make([][]time.Duration, len(kinds))
@@ -686,12 +314,12 @@ func roundTrips(trips int, oneCPU bool) ([]tripResult, error) {
 	for r := 0; r < rounds; r++ {
 		for i, k := range kinds {
 			n := trips / rounds
-			if oneCPU && k.mode == rtSpin {
+			if oneCPU && k.mode == bench.RawSpin {
 				// A pure spinner on a shared CPU waits out its time slice.
 				n = 2
 				notes[i] = "each side spins until preempted"
 			}
-			if ts[i], _, err = p.run(k, n, ts[i]); err != nil {
+			if ts[i], _, err = p.Run(k.mode, k.spin, n, 1, ts[i]); err != nil {
 				return nil, fmt.Errorf("%s: %w", k.name, err)
 			}
 		}
@@ -802,62 +430,38 @@ func contended(w io.Writer, n int) error {
 	if err != nil {
 		return err
 	}
-	defer p.close()
+	defer p.Close()
 	const rounds = 10
 	var st, bt []time.Duration
 	for r := 0; r < rounds; r++ {
-		_, el, err := p.run(rtKind{"contended", rtIncr, -1}, n/rounds, nil)
+		_, el, err := p.Run(bench.Contended, -1, n/rounds, 0, nil)
 		if err != nil {
 			return err
 		}
 		st = append(st, el)
-		bt = append(bt, syncContended(n/rounds))
+		bt = append(bt, bench.SyncContended(n/rounds))
 	}
-	if want := uint64(n/rounds) * 2 * rounds; p.s.counter != want {
-		return fmt.Errorf("contended mutex: the counter is %d, not %d", p.s.counter, want)
+	if want := uint64(n/rounds) * 2 * rounds; p.Counter() != want {
+		return fmt.Errorf("contended mutex: the counter is %d, not %d", p.Counter(), want)
 	}
-	per := float64(median(st)) / float64(2*(n/rounds))
-	base := float64(median(bt)) / float64(2*(n/rounds))
+	per := float64(bench.Median(st)) / float64(2*(n/rounds))
+	base := float64(bench.Median(bt)) / float64(2*(n/rounds))
 	fmt.Fprintf(w, "\nTwo processes contending for one Mutex, %d increments each: %.1f ns per protected increment; two goroutines on a sync.Mutex: %.1f ns (x %.2f)\n",
 		n, per, base, per/base)
 	return nil
-}
-
-func syncContended(n int) time.Duration {
-	var mu sync.Mutex
-	var counter uint64
-	var wg sync.WaitGroup
-	var start atomic.Bool
-	for g := 0; g < 2; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !start.Load() {
-			}
-			for i := 0; i < n; i++ {
-				mu.Lock()
-				counter++
-				mu.Unlock()
-			}
-		}()
-	}
-	t := time.Now()
-	start.Store(true)
-	wg.Wait()
-	return time.Since(t)
 }
 
 // idleCPU has a worker wait, idle, in an AutoEvent's Wait (default
 // settings), then in a BusyAutoEvent's, and reports the CPU time it used.
 func idleCPU(w io.Writer, idle time.Duration) error {
 	fmt.Fprintf(w, "\nA waiter idle for %v (default settings; CPU time of the waiting process, getrusage):\n", idle)
-	for _, mode := range []int{rtAuto, rtBusyAuto} {
-		conf := shm.Config{Size: int(unsafe.Sizeof(benchShared{}))}
+	for _, mode := range []bench.Mode{bench.AutoEvent, bench.BusyAutoEvent} {
+		conf := shm.Config{Size: int(unsafe.Sizeof(idleShared{}))}
 		m, err := conf.Create()
 		if err != nil {
 			return err
 		}
-		s, _ := shm.View[benchShared](m.Data())
+		s, _ := shm.View[idleShared](m.Data())
 		atomic.StoreUint32(&s.mode, uint32(mode))
 		self, _ := os.Executable()
 		cmd := exec.Command(self, "bench", "-idle", m.Name())
@@ -872,10 +476,10 @@ func idleCPU(w io.Writer, idle time.Duration) error {
 			time.Sleep(time.Millisecond)
 		}
 		time.Sleep(idle)
-		if mode == rtAuto {
-			s.auto[0].e.Set()
+		if mode == bench.AutoEvent {
+			s.auto.Set()
 		} else {
-			s.busyAuto[0].e.Set()
+			s.busy.Set()
 		}
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
@@ -890,7 +494,7 @@ func idleCPU(w io.Writer, idle time.Duration) error {
 		if err != nil {
 			return fmt.Errorf("idle waiter: %v: %s", err, out.String())
 		}
-		name := map[int]string{rtAuto: "AutoEvent.Wait", rtBusyAuto: "BusyAutoEvent.Wait"}[mode]
+		name := map[bench.Mode]string{bench.AutoEvent: "AutoEvent.Wait", bench.BusyAutoEvent: "BusyAutoEvent.Wait"}[mode]
 		fmt.Fprintf(w, "  %-20s %8s CPU, %5.2f%% of the wait\n", name, fmtDur(cpu), 100*float64(cpu)/float64(idle))
 	}
 	return nil
@@ -902,16 +506,16 @@ func idleWaiter(name string) error {
 		return err
 	}
 	defer m.Close()
-	s, err := shm.View[benchShared](m.Data())
+	s, err := shm.View[idleShared](m.Data())
 	if err != nil {
 		return err
 	}
 	before := cpuTime()
 	atomic.StoreUint32(&s.idle, 1)
-	if atomic.LoadUint32(&s.mode) == rtAuto {
-		err = s.auto[0].e.Wait()
+	if bench.Mode(atomic.LoadUint32(&s.mode)) == bench.AutoEvent {
+		err = s.auto.Wait()
 	} else {
-		err = s.busyAuto[0].e.Wait()
+		err = s.busy.Wait()
 	}
 	atomic.StoreInt64(&s.idleCPU, int64(cpuTime()-before))
 	return err
@@ -922,78 +526,4 @@ func cpuTime() time.Duration {
 	var ru unix.Rusage
 	unix.Getrusage(unix.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// The raw baselines, written directly against the system calls.
-
-const (
-	futexWaitOp = 0 // FUTEX_WAIT, shared between processes
-	futexWakeOp = 1 // FUTEX_WAKE
-)
-
-func futexWait(addr *uint32, val uint32, d time.Duration) {
-	var ts *unix.Timespec
-	if d >= 0 {
-		t := unix.NsecToTimespec(int64(d))
-		ts = &t
-	}
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWaitOp, uintptr(val), uintptr(unsafe.Pointer(ts)), 0, 0)
-}
-
-func futexWake(addr *uint32) {
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWakeOp, 1<<30, 0, 0, 0)
-}
-
-// rawSend publishes i on w and wakes its sleeper; rawRecv sleeps until w
-// holds i: a futex ping-pong where neither side spins.
-func rawSend(w *uint32, i uint32) {
-	atomic.StoreUint32(w, i)
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWakeOp, 1, 0, 0, 0)
-}
-
-func rawRecv(w *uint32, i uint32) {
-	for {
-		v := atomic.LoadUint32(w)
-		if v == i {
-			return
-		}
-		unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWaitOp, uintptr(v), 0, 0, 0)
-	}
-}
-
-// spinRecv polls w until it holds i. The raw spin ping-pong bounces one
-// word between the processes (the sender stores odd numbers, the answer
-// even ones): one cache line, the fastest exchange there is. A short pause
-// between polls keeps the poller from hammering the line the other side is
-// about to write.
-func spinRecv(w *uint32, i uint32) {
-	for atomic.LoadUint32(w) != i {
-		pause()
-	}
-}
-
-//go:noinline
-func pause() {
-	for i := 0; i < 10; i++ {
-	}
-}
-
-func oneByte(fd int, write bool) {
-	var b [1]byte
-	for {
-		var n int
-		var err error
-		if write {
-			n, err = unix.Write(fd, b[:])
-		} else {
-			n, err = unix.Read(fd, b[:])
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if n != 1 {
-			panic(fmt.Sprintf("bench: pipe/socket round trip: n=%d err=%v", n, err))
-		}
-		return
-	}
 }

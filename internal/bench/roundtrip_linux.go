@@ -1,0 +1,507 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/go-shm/shm"
+	"github.com/go-shm/shm/internal/futex"
+)
+
+// shared is the round-trip segment's data: a control block and, on cache
+// lines of their own, the words each kind of round trip uses.
+type shared struct {
+	cmd   uint32 // command number; the peer sleeps on it between commands
+	mode  uint32
+	n     uint32
+	spin  int32 // the SetSpin of both sides for the command
+	_     [48]byte
+	ready uint32 // the peer is running command ready
+	_     [60]byte
+	done  uint32 // the peer finished command done
+	_     [60]byte
+	start uint32 // for Contended: both start when it equals cmd
+	_     [60]byte
+
+	ping, pong padWord
+	auto       [2]padAuto
+	manual     [2]padManual
+	busyAuto   [2]padBusyAuto
+	busyManual [2]padBusyManual
+	mu         shm.Mutex
+	turn       uint32 // whose turn it is to take mu in a hand-off
+	_          [52]byte
+	counter    uint64
+	_          [56]byte
+}
+
+type padWord struct {
+	v uint32
+	_ [60]byte
+}
+type padAuto struct {
+	e shm.AutoEvent
+	_ [56]byte
+}
+type padManual struct {
+	e shm.ManualEvent
+	_ [56]byte
+}
+type padBusyAuto struct {
+	e shm.BusyAutoEvent
+	_ [56]byte
+}
+type padBusyManual struct {
+	e shm.BusyManualEvent
+	_ [56]byte
+}
+
+// A Mode is a kind of round trip.
+type Mode int
+
+const (
+	exit            Mode = iota // the peer exits
+	RawSpin                     // a raw spin ping-pong on a shared word
+	RawFutex                    // a raw futex wait/wake ping-pong
+	Pipe                        // a byte each way through a pipe pair
+	UnixSocket                  // a byte each way through a Unix socket pair
+	AutoEvent                   // a pair of AutoEvents
+	ManualEvent                 // a pair of ManualEvents, each reset by its waiter
+	BusyAutoEvent               // a pair of BusyAutoEvents
+	BusyManualEvent             // a pair of BusyManualEvents, each reset by its waiter
+	EventFD                     // a pair of eventfd (auto) events
+	MutexHandoff                // a mutex handed back and forth in strict alternation
+	Contended                   // both processes increment a counter under one mutex
+)
+
+// The eventfd events of the round-trip segment.
+const (
+	efdPing = 0
+	efdPong = 1
+)
+
+// The peer's ends of the pipes and the socket, as Start passes them.
+const (
+	peerPipeR = 3
+	peerPipeW = 4
+	peerSock  = 5
+)
+
+// timeout is how long the coordinator waits for the peer to start or
+// finish a command before it gives up.
+const timeout = 2 * time.Minute
+
+// Peer is the coordinator's side of a round-trip peer process.
+type Peer struct {
+	m      *shm.Managed
+	s      *shared
+	efd    [2]shm.Event
+	pipeW  int // coordinator -> peer
+	pipeR  int // peer -> coordinator
+	sock   int
+	cmd    *exec.Cmd
+	out    strings.Builder
+	exited chan struct{}
+
+	// The command Prepare handed the peer.
+	c    uint32
+	mode Mode
+	n    int
+}
+
+// Start creates the round-trip segment under name (empty: a name of its
+// own) and starts the peer process that command(segment name) makes, which
+// must call Serve with that name. Close ends it.
+func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
+	conf := shm.Config{Name: name, Size: int(unsafe.Sizeof(shared{}))}
+	conf.AddEvent(shm.EventFDAuto) // efdPing
+	conf.AddEvent(shm.EventFDAuto) // efdPong
+	m, err := conf.Create()
+	if err != nil {
+		return nil, err
+	}
+	p := &Peer{m: m, exited: make(chan struct{})}
+	var fds []int
+	fail := func(err error) (*Peer, error) {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		m.Close()
+		return nil, err
+	}
+	if p.s, err = shm.View[shared](m.Data()); err != nil {
+		return fail(err)
+	}
+	for i := range p.efd {
+		if p.efd[i], err = m.Event(i); err != nil {
+			return fail(err)
+		}
+	}
+	var toPeer, fromPeer [2]int
+	if err := unix.Pipe2(toPeer[:], unix.O_CLOEXEC); err != nil {
+		return fail(err)
+	}
+	fds = append(fds, toPeer[:]...)
+	if err := unix.Pipe2(fromPeer[:], unix.O_CLOEXEC); err != nil {
+		return fail(err)
+	}
+	fds = append(fds, fromPeer[:]...)
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fail(err)
+	}
+	p.pipeW, p.pipeR, p.sock = toPeer[1], fromPeer[0], sp[0]
+	theirs := []*os.File{ // fds 3, 4, 5 in the peer
+		os.NewFile(uintptr(toPeer[0]), "ping"),
+		os.NewFile(uintptr(fromPeer[1]), "pong"),
+		os.NewFile(uintptr(sp[1]), "sock"),
+	}
+	p.cmd = command(m.Name())
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	p.cmd.ExtraFiles = theirs
+	err = p.cmd.Start()
+	for _, f := range theirs {
+		f.Close()
+	}
+	if err != nil {
+		unix.Close(p.pipeW)
+		unix.Close(p.pipeR)
+		unix.Close(p.sock)
+		m.Close()
+		return nil, err
+	}
+	go func() {
+		p.cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// Close tells the peer to exit (kills it if it does not), and removes the
+// segment.
+func (p *Peer) Close() {
+	p.command(exit, 0, 0)
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+	unix.Close(p.pipeW)
+	unix.Close(p.pipeR)
+	unix.Close(p.sock)
+	p.m.Close()
+}
+
+// Counter returns the counter Contended increments.
+func (p *Peer) Counter() uint64 { return atomic.LoadUint64(&p.s.counter) }
+
+// command hands the peer a command and returns its number.
+func (p *Peer) command(mode Mode, spin, n int) uint32 {
+	s := p.s
+	atomic.StoreUint32(&s.mode, uint32(mode))
+	atomic.StoreUint32(&s.n, uint32(n))
+	atomic.StoreInt32(&s.spin, int32(spin))
+	c := atomic.AddUint32(&s.cmd, 1)
+	futex.Wake(&s.cmd, futex.All)
+	return c
+}
+
+// await waits until *w == c, or fails if the peer is gone or does not
+// answer.
+func (p *Peer) await(w *uint32, c uint32) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		v := atomic.LoadUint32(w)
+		if v == c {
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("the peer process exited: %s", p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the peer process does not answer")
+		}
+		futex.Wait(w, v, 100*time.Millisecond)
+	}
+}
+
+// Prepare resets the words of a round trip and starts the peer on n round
+// trips of mode, both processes with SetSpin(spin) (-1: the default); the
+// first round trip may begin when it returns.
+func (p *Peer) Prepare(mode Mode, spin, n int) error {
+	s := p.s
+	atomic.StoreUint32(&s.ping.v, 0)
+	atomic.StoreUint32(&s.pong.v, 0)
+	s.turn = 0
+	shm.SetSpin(spin)
+	p.c, p.mode, p.n = p.command(mode, spin, n), mode, n
+	return p.await(&s.ready, p.c)
+}
+
+// Drive does this side of the round trips Prepare started. Unless every is
+// 0, it times each run of every round trips and appends the times to ts.
+func (p *Peer) Drive(every int, ts []time.Duration) []time.Duration {
+	trip, end := p.trip(p.mode)
+	n := uint32(p.n)
+	if p.mode == Contended {
+		atomic.StoreUint32(&p.s.start, p.c)
+	}
+	if every <= 0 {
+		for i := uint32(1); i <= n; i++ {
+			trip(i)
+		}
+	} else {
+		t, k := time.Now(), every
+		for i := uint32(1); i <= n; i++ {
+			trip(i)
+			if k--; k == 0 {
+				now := time.Now()
+				ts = append(ts, now.Sub(t))
+				t, k = now, every
+			}
+		}
+	}
+	if end != nil {
+		end()
+	}
+	return ts
+}
+
+// Finish waits until the peer finished the command Prepare started.
+func (p *Peer) Finish() error { return p.await(&p.s.done, p.c) }
+
+// Run is Prepare, Drive and Finish; it returns Drive's times and how long
+// the whole took, from the first round trip to the peer's finish.
+func (p *Peer) Run(mode Mode, spin, n, every int, ts []time.Duration) ([]time.Duration, time.Duration, error) {
+	if err := p.Prepare(mode, spin, n); err != nil {
+		return ts, 0, err
+	}
+	begin := time.Now()
+	ts = p.Drive(every, ts)
+	if err := p.Finish(); err != nil {
+		return ts, 0, err
+	}
+	return ts, time.Since(begin), nil
+}
+
+// trip returns the coordinator's side of one round trip in mode; i numbers
+// the round trips of a command from 1. It also returns what ends the
+// command (nil if nothing).
+func (p *Peer) trip(mode Mode) (trip func(i uint32), end func()) {
+	s := p.s
+	switch mode {
+	case RawSpin:
+		return func(i uint32) {
+			atomic.StoreUint32(&s.ping.v, 2*i-1)
+			spinRecv(&s.ping.v, 2*i)
+		}, nil
+	case RawFutex:
+		return func(i uint32) {
+			rawSend(&s.ping.v, i)
+			rawRecv(&s.pong.v, i)
+		}, nil
+	case Pipe:
+		return func(uint32) {
+			oneByte(p.pipeW, true)
+			oneByte(p.pipeR, false)
+		}, nil
+	case UnixSocket:
+		return func(uint32) {
+			oneByte(p.sock, true)
+			oneByte(p.sock, false)
+		}, nil
+	case AutoEvent:
+		return func(uint32) {
+			s.auto[0].e.Set()
+			s.auto[1].e.Wait()
+		}, nil
+	case ManualEvent:
+		return func(uint32) {
+			s.manual[0].e.Set()
+			s.manual[1].e.Wait()
+			s.manual[1].e.Reset()
+		}, nil
+	case BusyAutoEvent:
+		return func(uint32) {
+			s.busyAuto[0].e.Set()
+			s.busyAuto[1].e.Wait()
+		}, nil
+	case BusyManualEvent:
+		return func(uint32) {
+			s.busyManual[0].e.Set()
+			s.busyManual[1].e.Wait()
+			s.busyManual[1].e.Reset()
+		}, nil
+	case EventFD:
+		return func(uint32) {
+			p.efd[efdPing].Set()
+			p.efd[efdPong].Wait()
+		}, nil
+	case MutexHandoff:
+		// One round trip: wait for our turn (the peer gives it back), take it.
+		return func(uint32) { handoff(s, 0, 1) }, func() {
+			// The last round trip ends when the turn is back.
+			for {
+				s.mu.Lock()
+				back := s.turn == 0
+				s.mu.Unlock()
+				if back {
+					return
+				}
+			}
+		}
+	case Contended:
+		return func(uint32) {
+			s.mu.Lock()
+			s.counter++
+			s.mu.Unlock()
+		}, nil
+	}
+	panic("bench: unknown mode " + strconv.Itoa(int(mode)))
+}
+
+// respond is the peer's side of n round trips in mode.
+func respond(s *shared, efd [2]shm.Event, mode Mode, n int) {
+	switch mode {
+	case RawSpin:
+		for i := uint32(1); i <= uint32(n); i++ {
+			spinRecv(&s.ping.v, 2*i-1)
+			atomic.StoreUint32(&s.ping.v, 2*i)
+		}
+	case RawFutex:
+		for i := uint32(1); i <= uint32(n); i++ {
+			rawRecv(&s.ping.v, i)
+			rawSend(&s.pong.v, i)
+		}
+	case Pipe:
+		for i := 0; i < n; i++ {
+			oneByte(peerPipeR, false)
+			oneByte(peerPipeW, true)
+		}
+	case UnixSocket:
+		for i := 0; i < n; i++ {
+			oneByte(peerSock, false)
+			oneByte(peerSock, true)
+		}
+	case AutoEvent:
+		for i := 0; i < n; i++ {
+			s.auto[0].e.Wait()
+			s.auto[1].e.Set()
+		}
+	case ManualEvent:
+		for i := 0; i < n; i++ {
+			s.manual[0].e.Wait()
+			s.manual[0].e.Reset()
+			s.manual[1].e.Set()
+		}
+	case BusyAutoEvent:
+		for i := 0; i < n; i++ {
+			s.busyAuto[0].e.Wait()
+			s.busyAuto[1].e.Set()
+		}
+	case BusyManualEvent:
+		for i := 0; i < n; i++ {
+			s.busyManual[0].e.Wait()
+			s.busyManual[0].e.Reset()
+			s.busyManual[1].e.Set()
+		}
+	case EventFD:
+		for i := 0; i < n; i++ {
+			efd[efdPing].Wait()
+			efd[efdPong].Set()
+		}
+	case MutexHandoff:
+		handoff(s, 1, n)
+	case Contended:
+		for i := 0; i < n; i++ {
+			s.mu.Lock()
+			s.counter++
+			s.mu.Unlock()
+		}
+	}
+}
+
+// handoff takes the mutex n times when it is this side's turn (me), each
+// time giving the turn to the other side. On a single CPU a side that finds
+// it is not its turn yields the CPU, since the other side cannot take its
+// turn until it runs.
+func handoff(s *shared, me uint32, n int) {
+	for k := 0; k < n; {
+		s.mu.Lock()
+		mine := s.turn == me
+		if mine {
+			s.turn = 1 - me
+			k++
+		}
+		s.mu.Unlock()
+		if !mine && singleCPU {
+			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		}
+	}
+}
+
+// singleCPU is whether this process may run on one CPU only (Go reads the
+// affinity mask, which taskset narrows, at start).
+var singleCPU = runtime.NumCPU() == 1
+
+// Serve is the peer process: it opens the round-trip segment name and
+// answers the coordinator's commands until told to exit, or fails when
+// orphaned. The pipe and the socket ends are its file descriptors 3
+// (read), 4 (write) and 5.
+func Serve(name string) error {
+	m, err := shm.OpenManaged(name)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	s, err := shm.View[shared](m.Data())
+	if err != nil {
+		return err
+	}
+	var efd [2]shm.Event
+	for i := range efd {
+		if efd[i], err = m.Event(i); err != nil {
+			return err
+		}
+	}
+	parent := os.Getppid()
+	var last uint32
+	for {
+		c := atomic.LoadUint32(&s.cmd)
+		if c == last {
+			futex.Wait(&s.cmd, c, 100*time.Millisecond)
+			if os.Getppid() != parent {
+				return errors.New("orphaned")
+			}
+			continue
+		}
+		last = c
+		mode, n := Mode(atomic.LoadUint32(&s.mode)), int(atomic.LoadUint32(&s.n))
+		if mode == exit {
+			return nil
+		}
+		shm.SetSpin(int(atomic.LoadInt32(&s.spin)))
+		atomic.StoreUint32(&s.ready, c)
+		futex.Wake(&s.ready, futex.All)
+		if mode == Contended {
+			for atomic.LoadUint32(&s.start) != c {
+			}
+		}
+		respond(s, efd, mode, n)
+		atomic.StoreUint32(&s.done, c)
+		futex.Wake(&s.done, futex.All)
+	}
+}
