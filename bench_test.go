@@ -4,8 +4,6 @@ package shm_test
 
 import (
 	"os/exec"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,78 +82,27 @@ func timed(f func(n int)) sampler {
 	}
 }
 
-// Uncontended operations, on primitives in a real segment.
+// Uncontended operations (internal/bench's loops), on primitives in a real
+// segment.
 
-type uncontended struct {
-	mu   shm.Mutex
-	_    [56]byte
-	rw   shm.RWMutex
-	_    [40]byte
-	ae   shm.AutoEvent
-	_    [56]byte
-	me   shm.ManualEvent
-	_    [56]byte
-	bae  shm.BusyAutoEvent
-	_    [56]byte
-	word uint64
-}
-
-func newUncontended(b *testing.B) *uncontended {
+func newUncontended(b *testing.B) *bench.Prims {
 	seg, err := shm.Create(shm.TestName(b), 4096)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { seg.Close() })
-	u, err := shm.View[uncontended](seg.Bytes())
+	u, err := shm.View[bench.Prims](seg.Bytes())
 	if err != nil {
 		b.Fatal(err)
 	}
 	return u
 }
 
-// The baselines of the uncontended operations, in process memory as Go
-// programs use them.
 var (
-	baseMu   sync.Mutex
-	baseRW   sync.RWMutex
-	baseWord uint64
-)
-
-func syncMutexLoop(n int) {
-	for i := 0; i < n; i++ {
-		baseMu.Lock()
-		baseMu.Unlock()
-	}
-}
-
-func syncRLockLoop(n int) {
-	for i := 0; i < n; i++ {
-		baseRW.RLock()
-		baseRW.RUnlock()
-	}
-}
-
-func syncWLockLoop(n int) {
-	for i := 0; i < n; i++ {
-		baseRW.Lock()
-		baseRW.Unlock()
-	}
-}
-
-// casLoop does one successful compare-and-swap per iteration.
-func casLoop(n int) {
-	v := atomic.LoadUint64(&baseWord)
-	for i := 0; i < n; i++ {
-		atomic.CompareAndSwapUint64(&baseWord, v, v+1)
-		v++
-	}
-}
-
-var (
-	vsSyncMutex = namedRun{"sync.Mutex", timed(syncMutexLoop)}
-	vsRLock     = namedRun{"sync.RWMutex.RLock", timed(syncRLockLoop)}
-	vsWLock     = namedRun{"sync.RWMutex.Lock", timed(syncWLockLoop)}
-	vsCAS       = namedRun{"CAS", timed(casLoop)}
+	vsSyncMutex = namedRun{"sync.Mutex", timed(bench.SyncMutexLoop)}
+	vsRLock     = namedRun{"sync.RWMutex.RLock", timed(bench.SyncRLockLoop)}
+	vsWLock     = namedRun{"sync.RWMutex.Lock", timed(bench.SyncWLockLoop)}
+	vsCAS       = namedRun{"CAS", timed(bench.CASLoop)}
 )
 
 // benchLoop times loop(b.N) and reports its ratio to the baselines.
@@ -167,93 +114,41 @@ func benchLoop(b *testing.B, loop func(n int), baselines ...namedRun) {
 	compare(b, b.N, timed(loop), baselines...)
 }
 
-func BenchmarkBaselineSyncMutex(b *testing.B)    { benchLoop(b, syncMutexLoop) }
-func BenchmarkBaselineSyncRWMutexR(b *testing.B) { benchLoop(b, syncRLockLoop) }
-func BenchmarkBaselineSyncRWMutexW(b *testing.B) { benchLoop(b, syncWLockLoop) }
-func BenchmarkBaselineCAS(b *testing.B)          { benchLoop(b, casLoop) }
+func BenchmarkBaselineSyncMutex(b *testing.B)    { benchLoop(b, bench.SyncMutexLoop) }
+func BenchmarkBaselineSyncRWMutexR(b *testing.B) { benchLoop(b, bench.SyncRLockLoop) }
+func BenchmarkBaselineSyncRWMutexW(b *testing.B) { benchLoop(b, bench.SyncWLockLoop) }
+func BenchmarkBaselineCAS(b *testing.B)          { benchLoop(b, bench.CASLoop) }
 
 func BenchmarkMutex(b *testing.B) {
-	u := newUncontended(b)
-	benchLoop(b, func(n int) {
-		for i := 0; i < n; i++ {
-			u.mu.Lock()
-			u.mu.Unlock()
-		}
-	}, vsSyncMutex, vsCAS)
+	benchLoop(b, newUncontended(b).MutexLoop, vsSyncMutex, vsCAS)
 }
 
 func BenchmarkMutexTryLock(b *testing.B) {
-	u := newUncontended(b)
-	benchLoop(b, func(n int) {
-		for i := 0; i < n; i++ {
-			if u.mu.TryLock() {
-				u.mu.Unlock()
-			}
-		}
-	}, vsSyncMutex, vsCAS)
+	benchLoop(b, newUncontended(b).TryLockLoop, vsSyncMutex, vsCAS)
 }
 
 func BenchmarkRWMutexRLock(b *testing.B) {
-	u := newUncontended(b)
-	benchLoop(b, func(n int) {
-		for i := 0; i < n; i++ {
-			u.rw.RLock()
-			u.rw.RUnlock()
-		}
-	}, vsRLock, vsCAS)
+	benchLoop(b, newUncontended(b).RLockLoop, vsRLock, vsCAS)
 }
 
 func BenchmarkRWMutexLock(b *testing.B) {
-	u := newUncontended(b)
-	benchLoop(b, func(n int) {
-		for i := 0; i < n; i++ {
-			u.rw.Lock()
-			u.rw.Unlock()
-		}
-	}, vsWLock, vsCAS)
+	benchLoop(b, newUncontended(b).WLockLoop, vsWLock, vsCAS)
 }
 
-// The event benchmarks set a clear event with nobody waiting, then clear it
-// again (Reset, or a Wait that returns at once), so every Set does work.
-
 func BenchmarkAutoEventSetReset(b *testing.B) {
-	u := newUncontended(b)
-	benchLoop(b, func(n int) {
-		for i := 0; i < n; i++ {
-			u.ae.Set()
-			u.ae.Reset()
-		}
-	}, vsCAS)
+	benchLoop(b, newUncontended(b).AutoSetResetLoop, vsCAS)
 }
 
 func BenchmarkAutoEventSetWait(b *testing.B) {
-	u := newUncontended(b)
-	benchLoop(b, func(n int) {
-		for i := 0; i < n; i++ {
-			u.ae.Set()
-			u.ae.Wait()
-		}
-	}, vsCAS)
+	benchLoop(b, newUncontended(b).AutoSetWaitLoop, vsCAS)
 }
 
 func BenchmarkManualEventSetReset(b *testing.B) {
-	u := newUncontended(b)
-	benchLoop(b, func(n int) {
-		for i := 0; i < n; i++ {
-			u.me.Set()
-			u.me.Reset()
-		}
-	}, vsCAS)
+	benchLoop(b, newUncontended(b).ManualSetResetLoop, vsCAS)
 }
 
 func BenchmarkBusyAutoEventSetWait(b *testing.B) {
-	u := newUncontended(b)
-	benchLoop(b, func(n int) {
-		for i := 0; i < n; i++ {
-			u.bae.Set()
-			u.bae.Wait()
-		}
-	}, vsCAS)
+	benchLoop(b, newUncontended(b).BusyAutoSetWaitLoop, vsCAS)
 }
 
 // Between processes.

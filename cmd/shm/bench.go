@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
@@ -166,83 +165,23 @@ func runBench(e *env, args []string) error {
 
 // Uncontended operations.
 
-type ucShared struct {
-	mu   shm.Mutex
-	_    [56]byte
-	rw   shm.RWMutex
-	_    [40]byte
-	ae   shm.AutoEvent
-	_    [56]byte
-	word uint64
-}
-
 func uncontended(w io.Writer, ops int) {
-	var st ucShared // process memory is as fast as a mapping; the segments are in the round trips
-	s := &st
-	var smu sync.Mutex
-	var srw sync.RWMutex
-	var word uint64
+	// Process memory is as fast as a mapping; the segments are in the round trips.
+	p := new(bench.Prims)
 	type op struct {
 		name string
 		f    func(n int)
 	}
 	list := []op{
-		{"sync.Mutex Lock+Unlock", func(n int) {
-			for i := 0; i < n; i++ {
-				smu.Lock()
-				smu.Unlock()
-			}
-		}},
-		{"sync.RWMutex RLock+RUnlock", func(n int) {
-			for i := 0; i < n; i++ {
-				srw.RLock()
-				srw.RUnlock()
-			}
-		}},
-		{"sync.RWMutex Lock+Unlock", func(n int) {
-			for i := 0; i < n; i++ {
-				srw.Lock()
-				srw.Unlock()
-			}
-		}},
-		{"atomic CAS", func(n int) {
-			v := atomic.LoadUint64(&word)
-			for i := 0; i < n; i++ {
-				atomic.CompareAndSwapUint64(&word, v, v+1)
-				v++
-			}
-		}},
-		{"Mutex Lock+Unlock", func(n int) {
-			for i := 0; i < n; i++ {
-				s.mu.Lock()
-				s.mu.Unlock()
-			}
-		}},
-		{"Mutex TryLock+Unlock", func(n int) {
-			for i := 0; i < n; i++ {
-				if s.mu.TryLock() {
-					s.mu.Unlock()
-				}
-			}
-		}},
-		{"RWMutex RLock+RUnlock", func(n int) {
-			for i := 0; i < n; i++ {
-				s.rw.RLock()
-				s.rw.RUnlock()
-			}
-		}},
-		{"RWMutex Lock+Unlock", func(n int) {
-			for i := 0; i < n; i++ {
-				s.rw.Lock()
-				s.rw.Unlock()
-			}
-		}},
-		{"AutoEvent Set+Reset", func(n int) {
-			for i := 0; i < n; i++ {
-				s.ae.Set()
-				s.ae.Reset()
-			}
-		}},
+		{"sync.Mutex Lock+Unlock", bench.SyncMutexLoop},
+		{"sync.RWMutex RLock+RUnlock", bench.SyncRLockLoop},
+		{"sync.RWMutex Lock+Unlock", bench.SyncWLockLoop},
+		{"atomic CAS", bench.CASLoop},
+		{"Mutex Lock+Unlock", p.MutexLoop},
+		{"Mutex TryLock+Unlock", p.TryLockLoop},
+		{"RWMutex RLock+RUnlock", p.RLockLoop},
+		{"RWMutex Lock+Unlock", p.WLockLoop},
+		{"AutoEvent Set+Reset", p.AutoSetResetLoop},
 	}
 	const chunk = 1000
 	ts := make([][]time.Duration, len(list))
