@@ -20,13 +20,11 @@ type area struct {
 	manual  ManualEvent
 	bauto   BusyAutoEvent
 	bmanual BusyManualEvent
-	start   ManualEvent
 	counter uint64 // guarded by mu or rw
 	a, b    uint64 // kept equal by writers of rw
 	inside  int32  // readers inside rw at once
-	maxIn   int32
-	woken   int32 // event waiters released
-	ready   int32 // children ready
+	woken   int32  // event waiters released
+	ready   int32  // children ready
 }
 
 func newArea(t testing.TB) (string, *Segment, *area) {
