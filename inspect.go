@@ -2,7 +2,6 @@ package shm
 
 import (
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/go-shm/shm/internal/proc"
 )
@@ -106,7 +105,5 @@ func Creator(b []byte) (p Process, ok bool) {
 	if !hasMagic(b) {
 		return Process{}, false
 	}
-	pid := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[36])))
-	start := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[40])))
-	return process(proc.ID{PID: pid, Start: start}), true
+	return process(headerCreator(b)), true
 }

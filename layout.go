@@ -6,6 +6,7 @@ import (
 	"github.com/go-shm/shm/internal/proc"
 	"hash/crc32"
 	"sort"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -43,21 +44,23 @@ import (
 // trusted before that.
 
 const (
-	headerSize     = 64
-	entrySize      = 32
-	layoutVersion  = 1
-	byteOrderTag   = 0x01020304
-	wordSize       = 8
-	primAlign      = 64
-	dataAlign      = 64
-	maxLocks       = 4096
-	maxEvents      = 4096
-	stateEmpty     = 0
-	stateInit      = 1
-	stateReady     = 2
-	offState       = 20
-	offChecksum    = 44
-	eventFDPrimLen = 32
+	headerSize      = 64
+	entrySize       = 32
+	layoutVersion   = 1
+	byteOrderTag    = 0x01020304
+	wordSize        = 8
+	primAlign       = 64
+	dataAlign       = 64
+	maxLocks        = 4096
+	maxEvents       = 4096
+	stateEmpty      = 0
+	stateInit       = 1
+	stateReady      = 2
+	offState        = 20
+	offCreatorPID   = 36
+	offCreatorStart = 40
+	offChecksum     = 44
+	eventFDPrimLen  = 32
 )
 
 var magic = [8]byte{'G', 'O', 'S', 'H', 'M', 0, 0, 1}
@@ -164,8 +167,8 @@ func (l *layout) write(b []byte, creatorPID, creatorStart uint32) {
 	ne.PutUint32(b[24:], uint32(l.headerLen()))
 	ne.PutUint32(b[28:], uint32(len(l.locks)))
 	ne.PutUint32(b[32:], uint32(len(l.events)))
-	ne.PutUint32(b[36:], creatorPID)
-	ne.PutUint32(b[40:], creatorStart)
+	ne.PutUint32(b[offCreatorPID:], creatorPID)
+	ne.PutUint32(b[offCreatorStart:], creatorStart)
 	ne.PutUint64(b[48:], l.dataOff)
 	ne.PutUint64(b[56:], l.dataSize)
 	off := headerSize
@@ -241,7 +244,7 @@ func parseLayout(b []byte) (layout, error) {
 	l := layout{
 		dataOff:  ne.Uint64(b[48:]),
 		dataSize: ne.Uint64(b[56:]),
-		creator:  [2]uint32{ne.Uint32(b[36:]), ne.Uint32(b[40:])},
+		creator:  [2]uint32{ne.Uint32(b[offCreatorPID:]), ne.Uint32(b[offCreatorStart:])},
 	}
 	if l.dataOff%dataAlign != 0 || l.dataOff < hl || l.dataOff > size || l.dataSize > size-l.dataOff {
 		return layout{}, corrupt("data [%d, +%d) not inside the segment (%d bytes) after the header", l.dataOff, l.dataSize, size)
@@ -368,4 +371,12 @@ func (l *layout) writeEventFDSlots(b []byte, creator proc.ID, nonce [8]byte) {
 		ne.PutUint32(p[efdOffStart:], creator.Start)
 		copy(p[efdOffNonce:], nonce[:])
 	}
+}
+
+// headerCreator reads the creator recorded in a header that may still be
+// being written (atomically: the creator may be writing it now).
+func headerCreator(b []byte) proc.ID {
+	pid := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[offCreatorPID])))
+	start := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[offCreatorStart])))
+	return proc.ID{PID: pid, Start: start}
 }

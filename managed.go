@@ -205,9 +205,9 @@ func waitLayout(b []byte, timeout time.Duration) (layout, error) {
 		case st != stateInit:
 			return layout{}, corrupt("state %d", st)
 		default:
-			pid, start := *(*uint32)(unsafe.Pointer(&b[36])), *(*uint32)(unsafe.Pointer(&b[40]))
-			if pid != 0 && start != 0 && !proc.Alive(proc.ID{PID: pid, Start: start}) {
-				return layout{}, fmt.Errorf("%w: its creator (pid %d) died while writing the header", ErrNotReady, pid)
+			// The creator fields may not be written yet (then zero).
+			if c := headerCreator(b); c.PID != 0 && c.Start != 0 && !proc.Alive(c) {
+				return layout{}, fmt.Errorf("%w: its creator (pid %d) died while writing the header", ErrNotReady, c.OSPID())
 			}
 		}
 		if time.Now().After(deadline) {
