@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"strconv"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -65,7 +66,7 @@ func (k EventKind) String() string {
 	case EventFDManual:
 		return "eventfd-manual"
 	}
-	return "EventKind(" + itoa(uint64(k)) + ")"
+	return "EventKind(" + strconv.FormatUint(uint64(k), 10) + ")"
 }
 
 // Kernel events.
@@ -415,19 +416,6 @@ func busyWait(p *uint32, auto bool, dl deadline) error {
 		time.Sleep(sleep)
 		if sleep < busyMaxSleep {
 			sleep *= 2
-		}
-	}
-}
-
-func itoa(v uint64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			return string(b[i:])
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/go-shm/shm/internal/proc"
 	"hash/crc32"
 	"sort"
+	"strconv"
 	"sync/atomic"
 	"unsafe"
 )
@@ -82,7 +83,7 @@ func (k LockKind) String() string {
 	case LockRW:
 		return "rwlock"
 	}
-	return "LockKind(" + itoa(uint64(k)) + ")"
+	return "LockKind(" + strconv.FormatUint(uint64(k), 10) + ")"
 }
 
 // LockSpec describes one lock of a managed segment: its kind and the byte
