@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unsafe"
 
+	"github.com/go-shm/shm/internal/owner"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,9 +17,14 @@ import (
 const Dir = "/dev/shm"
 
 // osSegment remembers which file the segment is, so that an owner's Close
-// removes the name only while it still names this segment.
+// removes the name only while it still names this segment, and keeps a
+// descriptor of it open while it is mapped: on that descriptor this process
+// holds its liveness lock (internal/owner), by which other processes tell
+// that a lock holder is still there.
 type osSegment struct {
 	dev, ino uint64
+	fd       int
+	hasFD    bool
 }
 
 func shmPath(name string) string { return Dir + "/" + name }
@@ -40,13 +47,19 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 		}
 		return createExcl(name, size, o)
 	}
-	defer unix.Close(fd)
 	sys, err := prepare(fd, size, o)
 	if err != nil {
+		unix.Close(fd)
 		return nil, osSegment{}, err
 	}
 	data, err := mmapFD(fd, size, false, o.populate)
 	if err != nil {
+		unix.Close(fd)
+		return nil, osSegment{}, err
+	}
+	if err := attachFD(fd, data, &sys); err != nil {
+		unix.Munmap(data)
+		unix.Close(fd)
 		return nil, osSegment{}, err
 	}
 	if o.init != nil {
@@ -55,7 +68,7 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 		o.init(data)
 	}
 	if err := linkTmp(fd, shmPath(name)); err != nil {
-		unix.Munmap(data)
+		osClose(data, &sys)
 		if errors.Is(err, unix.EEXIST) {
 			return nil, osSegment{}, err
 		}
@@ -72,15 +85,18 @@ func createExcl(name string, size int, o *options) ([]byte, osSegment, error) {
 	if err != nil {
 		return nil, osSegment{}, err
 	}
-	defer unix.Close(fd)
 	sys, err := prepare(fd, size, o)
 	if err == nil {
 		var data []byte
 		data, err = mmapFD(fd, size, false, o.populate)
 		if err == nil {
-			return data, sys, nil
+			if err = attachFD(fd, data, &sys); err == nil {
+				return data, sys, nil
+			}
+			unix.Munmap(data)
 		}
 	}
+	unix.Close(fd)
 	unix.Unlink(shmPath(name))
 	return nil, osSegment{}, err
 }
@@ -155,7 +171,15 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 		}
 		return nil, osSegment{}, err
 	}
-	defer unix.Close(fd)
+	data, sys, err := openFD(fd, o)
+	if err != nil {
+		unix.Close(fd)
+	}
+	return data, sys, err
+}
+
+// openFD maps the segment file fd for Open and attaches it.
+func openFD(fd int, o *options) ([]byte, osSegment, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, osSegment{}, err
@@ -170,7 +194,25 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 		return nil, osSegment{}, fmt.Errorf("%w: segment size %d is too large to map", ErrInvalidSize, st.Size)
 	}
 	data, err := mmapFD(fd, int(st.Size), o.readOnly, o.populate)
-	return data, osSegment{dev: uint64(st.Dev), ino: uint64(st.Ino)}, err
+	if err != nil {
+		return nil, osSegment{}, err
+	}
+	sys := osSegment{dev: uint64(st.Dev), ino: uint64(st.Ino)}
+	if err := attachFD(fd, data, &sys); err != nil {
+		unix.Munmap(data)
+		return nil, osSegment{}, err
+	}
+	return data, sys, nil
+}
+
+// attachFD takes this process's liveness lock on the segment file fd, mapped
+// at data, and keeps fd in sys until osClose.
+func attachFD(fd int, data []byte, sys *osSegment) error {
+	if err := owner.Attach(fd, uintptr(unsafe.Pointer(unsafe.SliceData(data))), uintptr(len(data))); err != nil {
+		return fmt.Errorf("take the liveness lock (fcntl F_OFD_SETLK): %w", err)
+	}
+	sys.fd, sys.hasFD = fd, true
+	return nil
 }
 
 func fileType(mode uint32) string {
@@ -227,9 +269,15 @@ func unlinkIfSame(name string, sys osSegment) error {
 	return unix.Unlink(shmPath(name))
 }
 
-func osClose(data []byte, _ *osSegment) error {
+func osClose(data []byte, sys *osSegment) error {
 	if data == nil {
 		return nil
 	}
-	return unix.Munmap(data)
+	owner.Detach(uintptr(unsafe.Pointer(unsafe.SliceData(data))))
+	err := unix.Munmap(data)
+	if sys.hasFD {
+		unix.Close(sys.fd)
+		sys.hasFD = false
+	}
+	return err
 }
