@@ -108,7 +108,7 @@ func init() {
 			if atomic.LoadUint32(&h.ae.state) >= evWaiter {
 				h.ae.Set()
 			}
-			if atomic.LoadUint32(&h.me.state) >= evWaiter {
+			if atomic.LoadUint32(&h.me.waiters) != 0 && !h.me.IsSet() {
 				h.me.Set()
 			}
 			if b := atomic.LoadUint32(&h.busy); b != 0 {
@@ -134,7 +134,7 @@ func init() {
 			case 2:
 				h.rw.Lock()
 				atomic.StoreUint32(&h.holding, 1)
-				for atomic.LoadUint32(&h.rw.gate)&gReaders == 0 && atomic.LoadUint32(&h.quit) == 0 {
+				for atomic.LoadUint64(&h.rw.w.state)&mReaders == 0 && atomic.LoadUint32(&h.quit) == 0 {
 				}
 				atomic.StoreUint32(&h.holding, 0)
 				atomic.StoreUint32(&h.hold, 0)
@@ -142,7 +142,7 @@ func init() {
 			case 3:
 				h.rw.RLock()
 				atomic.StoreUint32(&h.holding, 1)
-				for atomic.LoadUint32(&h.rw.gate)&gWriter == 0 && atomic.LoadUint32(&h.quit) == 0 {
+				for atomic.LoadUint64(&h.rw.w.state)&mOwnerMask == 0 && atomic.LoadUint32(&h.quit) == 0 {
 				}
 				// Long enough for the writer to be past spinning.
 				for t := time.Now(); time.Since(t) < 100*time.Microsecond; {

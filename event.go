@@ -71,57 +71,100 @@ func (k EventKind) String() string {
 
 // Kernel events.
 //
-// AutoEvent and ManualEvent share one 32-bit word:
+// AutoEvent is one 32-bit word:
 //
 //	bit 0       set
 //	bits 1..31  how many waiters are registered (may be asleep)
 //
-// Set: CAS the set bit on; if the waiter count was nonzero, wake one waiter
-// (auto) or all (manual). With no waiter registered, Set is one CAS and no
-// system call. Wait: an auto event is consumed by a CAS that clears the set
-// bit, a manual event only read. A waiter that finds it clear spins briefly
-// (see SetSpin), then registers (count+1) and sleeps on the word while it
-// holds the value it saw; a Set changes the set bit, so a Set between the
-// waiter's check and its sleep makes the sleep return at once, and a Set
-// after it wakes it. A woken auto waiter competes with every other waiter
-// to clear the bit: exactly one wins per Set, the others sleep again. A
-// waiter leaves by a CAS that removes it from the count (and, for auto,
-// clears the bit in the same CAS when it takes the event).
+// Set: CAS the set bit on; if the waiter count was nonzero, wake one
+// waiter. With no waiter registered, Set is one CAS and no system call.
+// Wait: the event is consumed by a CAS that clears the set bit. A waiter
+// that finds it clear spins briefly (see SetSpin), then registers (count+1)
+// and sleeps on the word while it holds the value it saw; a Set changes the
+// set bit, so a Set between the waiter's check and its sleep makes the sleep
+// return at once, and a Set after it wakes it. A woken waiter competes with
+// every other waiter to clear the bit: exactly one wins per Set, the others
+// sleep again. A waiter leaves by a CAS that removes it from the count (and
+// clears the bit in the same CAS when it takes the event); a waiter whose
+// deadline or context ended takes a Set it finds on its way out rather than
+// leave it, so the one wake-up a Set makes is never lost with a waiter that
+// gives up. A Reset before any waiter took the event cancels the Set.
 //
-// Invariants: the count is the number of waiters between registration and
+// ManualEvent is two 32-bit words:
+//
+//	state    bit 0: set; bits 1..31: generation, advanced by every Set
+//	waiters  how many waiters are registered (may be asleep)
+//
+// Set: CAS state from (g, clear) to (g+1, set), then, if waiters is
+// nonzero, wake every sleeper on state. Wait: a waiter notes state (g,
+// clear) when it starts, registers, re-reads state and sleeps while it
+// still equals (g, clear); any other value means a Set happened since the
+// waiter started (set now, or set and reset again), and the waiter returns.
+// So a Set releases every waiter that was waiting when it happened, even if
+// a Reset follows at once. The waiter's increment of waiters and its reload
+// of state, against the setter's CAS of state and its load of waiters, are
+// the store-load pattern of Dekker's algorithm (sequentially consistent
+// atomics): either the waiter sees the new generation or the setter sees
+// the waiter and wakes it.
+//
+// Invariants: a count is the number of waiters between registration and
 // leaving (a dead waiter leaves it too high, which only costs a needless
 // wake system call); the set bit changes only by Set, Reset, or an auto
-// waiter taking the event.
+// waiter taking the event; a manual event's generation only grows.
 
 const (
 	evSet    = 1
 	evWaiter = 2
+	evGen    = 2 // one generation of a manual event
 )
 
 // AutoEvent is an auto-reset event for processes sharing memory: one Set
 // releases exactly one Wait. Its waiters sleep in the kernel. The zero value
 // is a clear event. It is 8 bytes; place it at an 8-byte-aligned offset.
+// Like every primitive it needs write access to its memory (waiters
+// register in it).
 type AutoEvent struct {
+	_     noCopy
 	state uint32
 	_     uint32
 }
 
 // ManualEvent is a manual-reset event for processes sharing memory: once
-// Set, every Wait returns until Reset. Its waiters sleep in the kernel. The
-// zero value is a clear event. It is 8 bytes; place it at an 8-byte-aligned
-// offset.
+// Set, every Wait returns until Reset. A Set releases every waiter that was
+// waiting when it happened, even if a Reset follows at once. Its waiters
+// sleep in the kernel. The zero value is a clear event. It is 8 bytes;
+// place it at an 8-byte-aligned offset. Like every primitive it needs write
+// access to its memory.
 type ManualEvent struct {
-	state uint32
-	_     uint32
+	_       noCopy
+	state   uint32
+	waiters uint32
 }
 
 // Set sets the event, waking one waiter. It never fails.
 func (e *AutoEvent) Set() error {
-	setEvent(&e.state, 1)
-	return nil
+	p := &e.state
+	// The common case first, without a load: one cache-line transfer, not
+	// two, when the line is in a waiter's cache.
+	if atomic.CompareAndSwapUint32(p, 0, evSet) {
+		return nil
+	}
+	for {
+		old := atomic.LoadUint32(p)
+		if old&evSet != 0 {
+			return nil
+		}
+		if atomic.CompareAndSwapUint32(p, old, old|evSet) {
+			if old >= evWaiter {
+				futex.Wake(p, 1)
+			}
+			return nil
+		}
+	}
 }
 
-// Reset clears the event. It never fails.
+// Reset clears the event, cancelling a Set no waiter has taken yet. It
+// never fails.
 func (e *AutoEvent) Reset() error {
 	resetEvent(&e.state)
 	return nil
@@ -132,7 +175,7 @@ func (e *AutoEvent) Wait() error {
 	if tryTake(&e.state) {
 		return nil
 	}
-	return waitEvent(&e.state, true, noDeadline())
+	return waitAuto(&e.state, noDeadline())
 }
 
 // WaitTimeout waits at most d for the event, and clears it. It returns
@@ -141,7 +184,7 @@ func (e *AutoEvent) WaitTimeout(d time.Duration) error {
 	if tryTake(&e.state) {
 		return nil
 	}
-	return waitEvent(&e.state, true, timeoutDeadline(d))
+	return waitAuto(&e.state, timeoutDeadline(d))
 }
 
 // WaitContext waits for the event until ctx is done, and clears it. It
@@ -153,7 +196,7 @@ func (e *AutoEvent) WaitContext(ctx context.Context) error {
 	if tryTake(&e.state) {
 		return nil
 	}
-	return waitEvent(&e.state, true, ctxDeadline(ctx))
+	return waitAuto(&e.state, ctxDeadline(ctx))
 }
 
 // IsSet reports whether the event is set, without waiting or clearing it.
@@ -161,11 +204,23 @@ func (e *AutoEvent) IsSet() bool { return atomic.LoadUint32(&e.state)&evSet != 0
 
 // Set sets the event, waking every waiter. It never fails.
 func (e *ManualEvent) Set() error {
-	setEvent(&e.state, futex.All)
+	for {
+		old := atomic.LoadUint32(&e.state)
+		if old&evSet != 0 {
+			return nil
+		}
+		if atomic.CompareAndSwapUint32(&e.state, old, (old+evGen)|evSet) {
+			break
+		}
+	}
+	if atomic.LoadUint32(&e.waiters) != 0 {
+		futex.Wake(&e.state, futex.All)
+	}
 	return nil
 }
 
-// Reset clears the event. It never fails.
+// Reset clears the event. Processes that were waiting when it was last set
+// are released all the same. It never fails.
 func (e *ManualEvent) Reset() error {
 	resetEvent(&e.state)
 	return nil
@@ -176,7 +231,7 @@ func (e *ManualEvent) Wait() error {
 	if atomic.LoadUint32(&e.state)&evSet != 0 {
 		return nil
 	}
-	return waitEvent(&e.state, false, noDeadline())
+	return e.wait(noDeadline())
 }
 
 // WaitTimeout waits at most d for the event to be set. It returns ErrTimeout
@@ -185,7 +240,7 @@ func (e *ManualEvent) WaitTimeout(d time.Duration) error {
 	if atomic.LoadUint32(&e.state)&evSet != 0 {
 		return nil
 	}
-	return waitEvent(&e.state, false, timeoutDeadline(d))
+	return e.wait(timeoutDeadline(d))
 }
 
 // WaitContext waits for the event to be set until ctx is done. It returns
@@ -197,30 +252,40 @@ func (e *ManualEvent) WaitContext(ctx context.Context) error {
 	if atomic.LoadUint32(&e.state)&evSet != 0 {
 		return nil
 	}
-	return waitEvent(&e.state, false, ctxDeadline(ctx))
+	return e.wait(ctxDeadline(ctx))
 }
 
 // IsSet reports whether the event is set.
 func (e *ManualEvent) IsSet() bool { return atomic.LoadUint32(&e.state)&evSet != 0 }
 
-func setEvent(p *uint32, wake int) {
-	// The common case first, without a load: one cache-line transfer, not
-	// two, when the line is in a waiter's cache.
-	if atomic.CompareAndSwapUint32(p, 0, evSet) {
-		return
+func (e *ManualEvent) wait(dl deadline) error {
+	p := &e.state
+	g := atomic.LoadUint32(p) // any other value means a Set since we started
+	if g&evSet != 0 {
+		return nil
 	}
-	for {
-		old := atomic.LoadUint32(p)
-		if old&evSet != 0 {
-			return
+	spins := spinBudget(unsafe.Pointer(p))
+	for i := 0; i < spins; i++ {
+		if atomic.LoadUint32(p) != g {
+			spinWon(unsafe.Pointer(p))
+			return nil
 		}
-		if atomic.CompareAndSwapUint32(p, old, old|evSet) {
-			if old >= evWaiter {
-				futex.Wake(p, wake)
+		spinPause()
+	}
+	spinLost(unsafe.Pointer(p), spins > 0)
+	w := dl.watch(p)
+	defer w.stop()
+	atomic.AddUint32(&e.waiters, 1)
+	defer atomic.AddUint32(&e.waiters, ^uint32(0))
+	for atomic.LoadUint32(p) == g {
+		if err := dl.sleep(p, g, -1); err != nil {
+			if atomic.LoadUint32(p) != g {
+				return nil
 			}
-			return
+			return err
 		}
 	}
+	return nil
 }
 
 func resetEvent(p *uint32) {
@@ -245,14 +310,12 @@ func tryTake(p *uint32) bool {
 	}
 }
 
-func waitEvent(p *uint32, auto bool, dl deadline) error {
+func waitAuto(p *uint32, dl deadline) error {
 	spins := spinBudget(unsafe.Pointer(p))
 	for i := 0; i < spins; i++ {
-		if atomic.LoadUint32(p)&evSet != 0 {
-			if !auto || tryTake(p) {
-				spinWon(unsafe.Pointer(p))
-				return nil
-			}
+		if atomic.LoadUint32(p)&evSet != 0 && tryTake(p) {
+			spinWon(unsafe.Pointer(p))
+			return nil
 		}
 		spinPause()
 	}
@@ -263,22 +326,19 @@ func waitEvent(p *uint32, auto bool, dl deadline) error {
 	for {
 		old := atomic.LoadUint32(p)
 		if old&evSet != 0 {
-			nw := old - evWaiter
-			if auto {
-				nw &^= evSet
-			}
-			if atomic.CompareAndSwapUint32(p, old, nw) {
+			if atomic.CompareAndSwapUint32(p, old, (old-evWaiter)&^evSet) {
 				return nil
 			}
 			continue
 		}
 		if err := dl.sleep(p, old, -1); err != nil {
-			// Leave, unless a Set came in the meantime: then take it.
+			// Leave, unless a Set came in the meantime: then take it (its
+			// wake-up may have been ours alone).
 			for {
 				old := atomic.LoadUint32(p)
 				nw := old - evWaiter
 				took := old&evSet != 0
-				if took && auto {
+				if took {
 					nw &^= evSet
 				}
 				if atomic.CompareAndSwapUint32(p, old, nw) {
@@ -294,14 +354,20 @@ func waitEvent(p *uint32, auto bool, dl deadline) error {
 
 // Busy events.
 //
-// BusyAutoEvent and BusyManualEvent are one 32-bit word, 1 when set, and
-// their waiters never sleep in the kernel on it: they poll the word (spin,
-// when more than one CPU is usable, see SetSpin), then yield the processor
-// to other threads and processes between polls (busyYields times), then
-// sleep for short, growing intervals (up to busyMaxSleep), so that an idle
-// waiter costs little CPU.
-// Set is an atomic store (release), Wait's successful load or CAS an acquire:
-// what the setter wrote before Set is visible to the waiter after Wait.
+// BusyAutoEvent and BusyManualEvent are one 32-bit word, and their waiters
+// never sleep in the kernel on it: they poll the word (spin, when more than
+// one CPU is usable, see SetSpin), then yield the processor to other
+// threads and processes between polls (busyYields times), then sleep for
+// short, growing intervals (up to busyMaxSleep), so that an idle waiter
+// costs little CPU.
+//
+// BusyAutoEvent's word is 1 when set, 0 when clear: Set is an atomic store
+// (release), Wait takes the event with a CAS from 1 to 0 (acquire).
+// BusyManualEvent's word is like ManualEvent's state: bit 0 set, bits 1..31
+// a generation that every Set advances, so that a waiter that notes the word
+// when it starts returns once the word changed, even if a Reset followed
+// the Set before the waiter looked again. What the setter wrote before Set
+// is visible to the waiter after Wait.
 
 const (
 	busyYields   = 100
@@ -312,13 +378,17 @@ const (
 // sleeping in the kernel: the lowest latency, at the price of CPU while
 // waiting. The zero value is clear. It is 8 bytes.
 type BusyAutoEvent struct {
+	_     noCopy
 	state uint32
 	_     uint32
 }
 
 // BusyManualEvent is a manual-reset event whose waiters poll instead of
-// sleeping in the kernel. The zero value is clear. It is 8 bytes.
+// sleeping in the kernel. A Set releases every waiter that was waiting when
+// it happened, even if a Reset follows at once. The zero value is clear. It
+// is 8 bytes.
 type BusyManualEvent struct {
+	_     noCopy
 	state uint32
 	_     uint32
 }
@@ -349,10 +419,17 @@ func (e *BusyAutoEvent) WaitContext(ctx context.Context) error {
 func (e *BusyAutoEvent) IsSet() bool { return atomic.LoadUint32(&e.state) != 0 }
 
 // Set sets the event. It never fails and never makes a system call.
-func (e *BusyManualEvent) Set() error { atomic.StoreUint32(&e.state, 1); return nil }
+func (e *BusyManualEvent) Set() error {
+	for {
+		old := atomic.LoadUint32(&e.state)
+		if old&evSet != 0 || atomic.CompareAndSwapUint32(&e.state, old, (old+evGen)|evSet) {
+			return nil
+		}
+	}
+}
 
 // Reset clears the event.
-func (e *BusyManualEvent) Reset() error { atomic.StoreUint32(&e.state, 0); return nil }
+func (e *BusyManualEvent) Reset() error { resetEvent(&e.state); return nil }
 
 // Wait waits until the event is set.
 func (e *BusyManualEvent) Wait() error { return busyWait(&e.state, false, noDeadline()) }
@@ -371,20 +448,23 @@ func (e *BusyManualEvent) WaitContext(ctx context.Context) error {
 }
 
 // IsSet reports whether the event is set.
-func (e *BusyManualEvent) IsSet() bool { return atomic.LoadUint32(&e.state) != 0 }
+func (e *BusyManualEvent) IsSet() bool { return atomic.LoadUint32(&e.state)&evSet != 0 }
 
 // busyTry polls the word with a plain load (so that pollers share the cache
-// line until it changes) and, for an auto event, takes it with a CAS.
-func busyTry(p *uint32, auto bool) bool {
+// line until it changes). An auto event is taken with a CAS; a manual event
+// is there once the word differs from g, its value when the wait started
+// (with the set bit clear).
+func busyTry(p *uint32, auto bool, g uint32) bool {
 	v := atomic.LoadUint32(p)
-	if v == 0 {
-		return false
+	if !auto {
+		return v != g
 	}
-	return !auto || atomic.CompareAndSwapUint32(p, v, 0)
+	return v != 0 && atomic.CompareAndSwapUint32(p, v, 0)
 }
 
 func busyWait(p *uint32, auto bool, dl deadline) error {
-	if busyTry(p, auto) {
+	g := atomic.LoadUint32(p)
+	if !auto && g&evSet != 0 || busyTry(p, auto, g) {
 		return nil
 	}
 	// Spin: only worth it when the setter can run at the same time (see
@@ -392,7 +472,7 @@ func busyWait(p *uint32, auto bool, dl deadline) error {
 	spins := spinBudget(unsafe.Pointer(p))
 	for i := 0; i < spins; i++ {
 		spinPause()
-		if busyTry(p, auto) {
+		if busyTry(p, auto, g) {
 			spinWon(unsafe.Pointer(p))
 			return nil
 		}
@@ -403,10 +483,13 @@ func busyWait(p *uint32, auto bool, dl deadline) error {
 	// the deadline.
 	sleep := time.Microsecond
 	for i := 0; ; i++ {
-		if busyTry(p, auto) {
+		if busyTry(p, auto, g) {
 			return nil
 		}
 		if err := dl.expired(); err != nil {
+			if busyTry(p, auto, g) {
+				return nil
+			}
 			return err
 		}
 		if i < busyYields {
@@ -419,3 +502,11 @@ func busyWait(p *uint32, auto bool, dl deadline) error {
 		}
 	}
 }
+
+// noCopy makes go vet's copylocks check report a copy of the type that
+// holds it: a primitive copied out of shared memory is a private copy, and
+// no other process sees what is done to it.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}

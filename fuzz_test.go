@@ -34,16 +34,23 @@ func FuzzPrimitiveWords(f *testing.F) {
 	ops := []byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19}
 	f.Add(zero, ops)
 	f.Add(ones, ops)
-	// A mutex "held" by PID 1 (alive) with waiters, an RWMutex with the writer
-	// bit set and w free, slots of dead and live processes, events with
-	// huge waiter counts.
+	// A mutex "held" by an unknown process with waiters, an RWMutex whose
+	// writer word has the readers bit and an owner, every inuse bit set,
+	// slots of unknown processes and of this one, events with huge waiter
+	// counts.
 	odd := make([]byte, size)
 	ne := binary.NativeEndian
+	rw := int(unsafe.Offsetof(primitives{}.rw))
 	ne.PutUint64(odd[0:], 1|mWaiters|uint64(7)<<32)
-	ne.PutUint32(odd[16:], gWriter|gReaders)
-	ne.PutUint32(odd[24:], 5)
-	ne.PutUint64(odd[32:], 1<<16|3)
-	ne.PutUint64(odd[40:], 999999<<16|1)
+	ne.PutUint64(odd[rw:], 5|mReaders|mWaiters|uint64(9)<<32)
+	ne.PutUint32(odd[rw+8:], 5)
+	for i := 0; i < 4; i++ {
+		ne.PutUint64(odd[rw+16+8*i:], ^uint64(0))
+	}
+	slots := rw + int(unsafe.Offsetof(RWMutex{}.slots))
+	ne.PutUint64(odd[slots:], 1<<16|3)
+	ne.PutUint64(odd[slots+8:], 999999<<16|1)
+	ne.PutUint64(odd[slots+8*int(readerHome):], readerID|200)
 	ne.PutUint32(odd[size-32:], 0xfffffffe)
 	ne.PutUint32(odd[size-24:], 0xffffffff)
 	f.Add(odd, ops)

@@ -2,7 +2,9 @@ package shm
 
 import (
 	"sync/atomic"
+	"unsafe"
 
+	"github.com/go-shm/shm/internal/owner"
 	"github.com/go-shm/shm/internal/proc"
 )
 
@@ -13,8 +15,20 @@ func IsManaged(b []byte) bool { return hasMagic(b) }
 
 // Process identifies a process that holds a lock or created a segment.
 type Process struct {
-	PID   int  // its process ID (0: none)
+	PID   int  // its process ID (0: none; -1: a PID too large to record)
 	Alive bool // whether it is still running (checked now)
+}
+
+// holder describes the process named by token t, found in the word at addr.
+func holder(addr unsafe.Pointer, t owner.Token) Process {
+	if t == 0 {
+		return Process{}
+	}
+	pid := t.PID()
+	if pid == 0 {
+		pid = -1 // a PID too large for a token (only on Windows)
+	}
+	return Process{PID: pid, Alive: owner.Alive(addr, t)}
 }
 
 func process(id proc.ID) Process {
@@ -30,7 +44,6 @@ type LockState struct {
 	LockSpec
 	Writer    Process   // the holder of a Mutex, or the writer of an RWMutex
 	Readers   []Process // processes holding read locks on an RWMutex
-	Anonymous int       // read locks not tracked by process (see RWMutex)
 	Waiters   bool      // some process may be asleep waiting
 	OwnerDied bool      // a holder died and no one has called MarkConsistent
 }
@@ -52,15 +65,15 @@ func (m *Managed) LockState(i int) (LockState, error) {
 		for j := range rw.slots {
 			v := atomic.LoadUint64(&rw.slots[j])
 			if v&rCountMask != 0 {
-				st.Readers = append(st.Readers, process(slotOwner(v)))
+				st.Readers = append(st.Readers, holder(unsafe.Pointer(&rw.slots[j]), slotToken(v)))
 			}
 		}
-		st.Anonymous = int(atomic.LoadUint32(&rw.anon))
-		st.Waiters = atomic.LoadUint32(&rw.gate)&gReaders != 0
 	}
 	w := atomic.LoadUint64(&mu.state)
-	st.Writer = process(ownerOf(w))
-	st.Waiters = st.Waiters || w&mWaiters != 0
+	if w&mOwnerMask != 0 {
+		st.Writer = holder(unsafe.Pointer(&mu.state), tokenOf(w))
+	}
+	st.Waiters = w&(mWaiters|mReaders) != 0
 	st.OwnerDied = w&mInconsistent != 0
 	return st, nil
 }
@@ -81,11 +94,14 @@ func (m *Managed) EventState(i int) (EventState, error) {
 	e := m.l.events[i]
 	st := EventState{Kind: e.kind}
 	switch e.kind {
-	case EventAuto, EventManual:
+	case EventAuto:
 		v := atomic.LoadUint32((*uint32)(m.prim(e.prim)))
 		st.Set, st.Waiters = v&evSet != 0, int(v/evWaiter)
+	case EventManual:
+		ev := (*ManualEvent)(m.prim(e.prim))
+		st.Set, st.Waiters = ev.IsSet(), int(atomic.LoadUint32(&ev.waiters))
 	case EventBusyAuto, EventBusyManual:
-		st.Set = atomic.LoadUint32((*uint32)(m.prim(e.prim))) != 0
+		st.Set = atomic.LoadUint32((*uint32)(m.prim(e.prim)))&evSet != 0
 	case EventFDAuto, EventFDManual:
 		p := (*[2]uint32)(m.prim(e.prim + 4))
 		st.Creator = process(proc.ID{PID: atomic.LoadUint32(&p[0]), Start: atomic.LoadUint32(&p[1])})

@@ -327,10 +327,10 @@ func (m *Managed) lock(i int, read bool, dl deadline) (Guard, error) {
 	switch {
 	case g.mu != nil:
 		if !atomic.CompareAndSwapUint64(&g.mu.state, 0, selfWord) {
-			err = g.mu.lockSlow(dl)
+			err = g.mu.lockSlow(dl, 1)
 		}
 	case read:
-		if !g.rw.rlockFast() {
+		if !g.rw.tryRLock() {
 			err = g.rw.rlockSlow(dl)
 		}
 	default:

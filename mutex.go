@@ -7,7 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/go-shm/shm/internal/futex"
-	"github.com/go-shm/shm/internal/proc"
+	"github.com/go-shm/shm/internal/owner"
 )
 
 // Mutex is a mutual exclusion lock that works between processes: place it
@@ -17,74 +17,94 @@ import (
 // copied after first use.
 //
 // A Mutex belongs to the process that locked it, not to a goroutine: as with
-// sync.Mutex, another goroutine of the same process may unlock it.
+// sync.Mutex, another goroutine of the same process may unlock it. Another
+// process cannot: its Unlock of a mutex it does not hold does nothing.
 //
-// If the owning process dies while it holds the lock, the next process that
-// waits for it takes it over within about 20 ms: LockContext and LockTimeout
-// return ErrOwnerDead with the lock held, and the mutex stays marked (see
-// OwnerDied) until the new owner repairs the data it guards and calls
-// MarkConsistent, so that a later locker learns of it even if the repairer
-// dies too. Lock, which returns no error, takes the lock over the same way.
+// If the owning process dies while it holds the lock, a process that waits
+// for it takes it over within about 20 ms of waiting (however short each of
+// its calls' timeouts, and whatever else wakes it): LockContext and
+// LockTimeout return ErrOwnerDead with the lock held, and the mutex stays
+// marked (see OwnerDied) until the new owner repairs the data it guards and
+// calls MarkConsistent, so that a later locker learns of it even if the
+// repairer dies too. Lock, which returns no error, takes the lock over the
+// same way. Whether the owner is alive is decided by the kernel where it can
+// be (see the README, "Owner death"): for that, every process that locks
+// the mutex must have the segment that holds it open through this package.
+// A process that closes the last Segment it mapped the mutex through gives
+// up the lock it held there.
 //
 // The uncontended Lock and Unlock are one atomic compare-and-swap each and
 // never enter the kernel.
+//
+// A Mutex needs write access to its memory: in a segment opened with
+// ReadOnly, locking it faults (the managed API refuses instead).
 //
 // # Protocol
 //
 // The state is one 64-bit word:
 //
-//	bits  0..29  owner PID, 0 when unlocked
+//	bits  0..23  owner token bits 0..23 (internal/owner: its PID and two
+//	             bits of its instance), 0 when unlocked
+//	bits 24..28  0
+//	bit   29     readers: readers of an RWMutex may be asleep on the word
+//	             (never set in a plain Mutex)
 //	bit   30     waiters: a process may be asleep on the word (futex)
 //	bit   31     inconsistent: an owner died holding the lock
-//	bits 32..55  owner start tag (internal/proc), so a reused PID is not
-//	             taken for the dead owner
-//	bits 56..63  owner PID-namespace tag: an owner from another namespace
-//	             is never judged dead by its PID
+//	bits 32..63  owner token bits 24..55
 //
-// Waiters sleep on the low 32 bits (owner PID and the two flags). The rules:
+// A token's low 24 bits are never 0, so the low 32 bits, on which waiters
+// sleep, change whenever the lock is released. The rules:
 //
 //   - Lock: CAS from unlocked (owner 0) to (self | inconsistent bit kept).
 //     A locker that has slept sets the waiters bit in the value it installs,
 //     since others may still be asleep.
 //   - Before sleeping a waiter sets the waiters bit with a CAS on the value
 //     it saw, then sleeps only while the low word still equals that value;
-//     any unlock changes the owner field, so the sleep cannot miss it.
-//   - Unlock: CAS from (self) to 0 when no flag is set; otherwise clear the
-//     owner and the waiters bit (keeping inconsistent) and, if the waiters
-//     bit was set, wake one sleeper. Every sleeper is therefore either woken
-//     or sees a changed word.
-//   - Owner death: a waiter that slept a full livenessSlice without the word
-//     changing asks proc.Alive about the owner. If it is dead, the waiter
-//     CASes the exact word it examined to (self | waiters | inconsistent):
-//     of several waiters that noticed, one wins; a word that changed in the
-//     meantime (the owner was alive after all, or another process took over)
-//     makes the CAS fail and the waiter starts over.
+//     an unlock changes the owner field, so the sleep cannot miss it.
+//   - Unlock: only by the owner. CAS from (self) to 0 when no flag is set;
+//     otherwise clear everything but inconsistent and, if the readers bit
+//     was set, wake every sleeper, else if the waiters bit was, wake one.
+//     Every sleeper is therefore either woken or sees a changed word.
+//   - Give-up: a waiter that slept and leaves without the lock (deadline,
+//     cancellation) may have been the one sleeper an Unlock woke. So it
+//     wakes another if the lock is free, or sets the waiters bit if it is
+//     held (the holder's Unlock then wakes someone): a wake-up is never
+//     lost with the waiter that received it.
+//   - Owner death: a waiter asks owner.Alive about the owner once the same
+//     owner has been in its way for livenessSlice of its waiting time
+//     (counted across wake-ups), again every livenessSlice, and once more
+//     when its wait ends unsuccessfully. If the owner is dead, the waiter
+//     CASes the exact word it examined to (self | waiters | inconsistent |
+//     readers kept): of several waiters that noticed, one wins; a word that
+//     changed in the meantime makes the CAS fail and the waiter starts
+//     over. A token's verdict "dead" is final (no process takes a token
+//     over), so the examined word cannot have come back to life.
 //
 // Invariants: the owner field is nonzero exactly while the lock is held; the
 // inconsistent bit is only set by a takeover and only cleared by
 // MarkConsistent; a sleeper is only ever asleep on a word with the waiters
-// bit set.
+// (or readers) bit set; only the owner's process clears the owner field,
+// except a takeover from a process the kernel said is gone.
 type Mutex struct {
 	state uint64
 }
 
 const (
-	mPIDMask      = 1<<30 - 1
+	mTokLow       = 1<<24 - 1
+	mReaders      = 1 << 29
 	mWaiters      = 1 << 30
 	mInconsistent = 1 << 31
-	mFlags        = mWaiters | mInconsistent
-	mOwnerMask    = mPIDMask | 0xffffffff<<32
+	mOwnerMask    = mTokLow | 0xffffffff<<32
 )
 
-// selfWord is this process's owner value: (namespace and start tags) << 32 | PID.
-var selfWord = func() uint64 {
-	id := proc.Self()
-	return uint64(id.Word())<<32 | uint64(id.PID&mPIDMask)
-}()
+// wordOf places an owner token in a lock word's owner bits.
+func wordOf(t owner.Token) uint64 { return uint64(t)&mTokLow | uint64(t)>>24<<32 }
 
-func ownerOf(w uint64) proc.ID {
-	return proc.FromWord(uint32(w&mPIDMask), uint32(w>>32))
-}
+// tokenOf returns the owner token in a lock word.
+func tokenOf(w uint64) owner.Token { return owner.Token(w&mTokLow | w>>32<<24) }
+
+// selfWord is this process's owner value.
+var selfWord = wordOf(owner.Self())
 
 // Lock locks m, waiting as long as it takes. If the previous owner died
 // holding it, Lock takes it over; the data it guards may need repair (see
@@ -93,7 +113,7 @@ func (m *Mutex) Lock() {
 	if atomic.CompareAndSwapUint64(&m.state, 0, selfWord) {
 		return
 	}
-	m.lockSlow(noDeadline())
+	m.lockSlow(noDeadline(), 1)
 }
 
 // TryLock locks m if it is free and reports whether it did. It never waits
@@ -104,7 +124,7 @@ func (m *Mutex) TryLock() bool {
 		if old&mOwnerMask != 0 {
 			return false
 		}
-		if atomic.CompareAndSwapUint64(&m.state, old, selfWord|old&mInconsistent) {
+		if atomic.CompareAndSwapUint64(&m.state, old, selfWord|old&(mInconsistent|mWaiters)) {
 			return true
 		}
 	}
@@ -117,7 +137,7 @@ func (m *Mutex) LockTimeout(d time.Duration) error {
 	if atomic.CompareAndSwapUint64(&m.state, 0, selfWord) {
 		return nil
 	}
-	return m.lockSlow(timeoutDeadline(d))
+	return m.lockSlow(timeoutDeadline(d), 1)
 }
 
 // LockContext locks m, waiting until ctx is done. It returns nil when it
@@ -130,18 +150,21 @@ func (m *Mutex) LockContext(ctx context.Context) error {
 	if atomic.CompareAndSwapUint64(&m.state, 0, selfWord) {
 		return nil
 	}
-	return m.lockSlow(ctxDeadline(ctx))
+	return m.lockSlow(ctxDeadline(ctx), 1)
 }
 
-func (m *Mutex) lockSlow(dl deadline) error {
+// lockSlow waits for m. handOn is how many sleepers a waiter that gives up
+// wakes when it finds m free (1 for a Mutex; every one for the writer word
+// of an RWMutex, where readers sleep too).
+func (m *Mutex) lockSlow(dl deadline, handOn int) error {
 	word := lowHalf(&m.state)
 	var w *watcher // armed before the first sleep
 	defer func() { w.stop() }()
 
 	var waiters uint64 // mWaiters once we have slept
+	var ow ownerWatch
 	spins := spinBudget(unsafe.Pointer(word))
 	spinning := spins > 0 // until the spin ends
-	var seen uint64       // the word as it was at the start of the last sleep
 	for {
 		old := atomic.LoadUint64(&m.state)
 		if old&mOwnerMask == 0 {
@@ -161,7 +184,7 @@ func (m *Mutex) lockSlow(dl deadline) error {
 			spinPause()
 			continue
 		}
-		if waiters == 0 && seen == 0 {
+		if waiters == 0 {
 			spinLost(unsafe.Pointer(word), spinning)
 			spinning = false
 		}
@@ -171,35 +194,57 @@ func (m *Mutex) lockSlow(dl deadline) error {
 			}
 			old |= mWaiters
 		}
-		if old == seen {
-			// A whole slice passed and the word did not change: is the
-			// owner still there?
-			if !proc.Alive(ownerOf(old)) {
-				if atomic.CompareAndSwapUint64(&m.state, old, selfWord|mWaiters|mInconsistent) {
-					return ErrOwnerDead
-				}
-				continue
-			}
+		now := time.Now()
+		if ow.due(old&mOwnerMask, now) && m.takeOver(old) {
+			return ErrOwnerDead
 		}
 		waiters = mWaiters
 		if w == nil {
 			w = dl.watch(word)
 		}
-		before := time.Now()
-		if err := dl.sleep(word, uint32(old), livenessSlice); err != nil {
+		if err := dl.sleep(word, uint32(old), ow.left(now)); err != nil {
+			// Judge the holder once more before leaving, so that a caller
+			// that keeps retrying with short timeouts still gets a dead
+			// holder's lock, then pass on a wake-up we may have taken.
+			if old := atomic.LoadUint64(&m.state); old&mOwnerMask != 0 && m.takeOver(old) {
+				return ErrOwnerDead
+			}
+			m.handOn(handOn)
 			return err
-		}
-		if time.Since(before) >= livenessSlice {
-			seen = old
-		} else {
-			seen = 0
 		}
 	}
 }
 
-// Unlock unlocks m. Unlike sync.Mutex, unlocking an unlocked Mutex does not
-// crash the program, since the word is shared with other processes that may
-// have damaged it; it does nothing.
+// takeOver takes m from the holder in old if the holder is gone, with a CAS
+// on exactly old, and reports whether it did.
+func (m *Mutex) takeOver(old uint64) bool {
+	if owner.Alive(unsafe.Pointer(&m.state), tokenOf(old)) {
+		return false
+	}
+	return atomic.CompareAndSwapUint64(&m.state, old, selfWord|mWaiters|mInconsistent|old&mReaders)
+}
+
+// handOn is called by a waiter that slept and leaves without the lock: an
+// Unlock may have woken it, and only it, after clearing the waiters bit.
+// If the lock is free it wakes n sleepers; if it is held it makes sure the
+// holder's Unlock wakes one.
+func (m *Mutex) handOn(n int) {
+	for {
+		old := atomic.LoadUint64(&m.state)
+		if old&mOwnerMask == 0 {
+			futex.Wake(lowHalf(&m.state), n)
+			return
+		}
+		if old&mWaiters != 0 || atomic.CompareAndSwapUint64(&m.state, old, old|mWaiters) {
+			return
+		}
+	}
+}
+
+// Unlock unlocks m. Unlocking a mutex this process does not hold (unlocked,
+// or held by another process) does nothing: unlike sync.Mutex it does not
+// crash the program, since the word is shared with other processes, and it
+// never releases another process's lock.
 func (m *Mutex) Unlock() {
 	if atomic.CompareAndSwapUint64(&m.state, selfWord, 0) {
 		return
@@ -210,11 +255,14 @@ func (m *Mutex) Unlock() {
 func (m *Mutex) unlockSlow() {
 	for {
 		old := atomic.LoadUint64(&m.state)
-		if old&mOwnerMask == 0 {
-			return
+		if old&mOwnerMask != selfWord {
+			return // not ours
 		}
 		if atomic.CompareAndSwapUint64(&m.state, old, old&mInconsistent) {
-			if old&mWaiters != 0 {
+			switch {
+			case old&mReaders != 0:
+				futex.Wake(lowHalf(&m.state), futex.All)
+			case old&mWaiters != 0:
 				futex.Wake(lowHalf(&m.state), 1)
 			}
 			return
@@ -229,18 +277,25 @@ func (m *Mutex) OwnerDied() bool {
 }
 
 // MarkConsistent clears the mark that a previous owner died, once the data
-// the lock guards has been repaired. Call it while holding m.
+// the lock guards has been repaired. Call it while holding m; it does
+// nothing if this process does not hold m.
 func (m *Mutex) MarkConsistent() {
 	for {
 		old := atomic.LoadUint64(&m.state)
-		if old&mInconsistent == 0 || atomic.CompareAndSwapUint64(&m.state, old, old&^mInconsistent) {
+		if old&mInconsistent == 0 || old&mOwnerMask != selfWord ||
+			atomic.CompareAndSwapUint64(&m.state, old, old&^mInconsistent) {
 			return
 		}
 	}
 }
 
-// Owner returns the process ID of the holder, or 0 if m is unlocked. It is
+// Owner returns the process ID of the holder, as the operating system
+// numbers it (in the holder's PID namespace), or 0 if m is unlocked. It is
 // a snapshot, for diagnostics.
 func (m *Mutex) Owner() int {
-	return int(atomic.LoadUint64(&m.state) & mPIDMask)
+	w := atomic.LoadUint64(&m.state)
+	if w&mOwnerMask == 0 {
+		return 0
+	}
+	return tokenOf(w).PID()
 }

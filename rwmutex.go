@@ -2,154 +2,142 @@ package shm
 
 import (
 	"context"
+	"math/bits"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/go-shm/shm/internal/futex"
-	"github.com/go-shm/shm/internal/proc"
+	"github.com/go-shm/shm/internal/owner"
 )
 
 // RWMutex is a reader/writer lock that works between processes: any number
 // of readers, in any processes, or one writer. Place it in shared memory at
 // an 8-byte-aligned offset, like Mutex. The zero value is unlocked; an
-// RWMutex must not be copied after first use. It is 280 bytes.
+// RWMutex must not be copied after first use. It is 2112 bytes.
 //
 // A writer that is waiting keeps new readers out, so a steady stream of
 // readers cannot starve it. A read lock belongs to the process that took it
-// and must be released by that process.
+// and must be released by that process: RUnlock in a process that holds no
+// read lock on rw does nothing (it never releases another process's read
+// lock). Up to 256 processes can hold read locks at once; a reader in a
+// 257th process waits (with its timeout or context) until one of them
+// releases all of its read locks.
 //
 // If a writer dies holding the lock, the next writer (or a waiting reader)
 // takes it over, as with Mutex, and reports ErrOwnerDead; the mark stays
 // until MarkConsistent. If a reader dies holding read locks, its share is
-// released by the next writer that waits for it; readers never modify the
-// data, so this is not reported as an error.
+// released by a writer that waits for it; readers never modify the data,
+// so this is not reported as an error. Every read lock is tracked by
+// process, so a dead reader never blocks writers for longer than a
+// liveness check (about 20 ms).
+//
+// RWMutex needs write access to its memory, for readers too: in a segment
+// opened with ReadOnly, locking it faults (the managed API refuses instead).
 //
 // # Protocol
 //
 // Shared words:
 //
-//	w      a Mutex that serialises writers; the writer holds it throughout
-//	gate   bit 0: a writer holds or is acquiring the lock (set only while
-//	       holding w); bit 1: readers may be asleep on gate
-//	drain  a counter readers bump when they leave while a writer waits;
-//	       the writer sleeps on it
-//	anon   read locks held by processes that found no free slot (not tracked
-//	       for owner death; only with more than 32 reading processes at once)
-//	slots  32 reader slots, each: bits 0..7 how many read locks one process
-//	       holds there, bits 8..31 its PID, bits 32..55 its start tag,
-//	       bits 56..63 its PID-namespace tag (see Mutex);
-//	       0 when free. A process uses the slot at PID mod 32 and, if that is
-//	       another process's, the next free one.
+//	w      the writer word, a Mutex: a writer holds it throughout, and a
+//	       reader may not enter while anyone holds it. Its readers bit
+//	       (29) says readers may be asleep on it.
+//	drain  a counter readers bump when they leave while w is held; the
+//	       writer waiting for readers sleeps on it
+//	inuse  256 bits, one per slot: the slot may hold read locks. Readers
+//	       set their slot's bit; only a writer, holding w, clears the bit
+//	       of a slot it finds free.
+//	slots  256 reader slots, each: bits 0..7 how many read locks one
+//	       process holds there, bits 8..63 its owner token (internal/owner);
+//	       0 when free. A process uses the slot at its home index (from its
+//	       token) and, if that is another process's, the next free one, or
+//	       several when it holds more than 255 read locks.
 //
-// Reader: add one to its slot (a CAS, a full barrier), then load gate. If the
-// writer bit is clear, the read lock is held; otherwise take the share back
-// and sleep on gate until the bit clears. Writer: lock w, set the writer
-// bit (an atomic OR, a full barrier), then wait until every slot's count and
-// anon are zero, sleeping on drain. Because both sides write their own word
-// and then read the other's, with sequentially consistent atomics, either
-// the reader sees the writer bit or the writer sees the reader's count (the
-// store-load pattern of Dekker's algorithm): a reader and a writer never
-// both proceed. A reader leaving (RUnlock, or backing out) that sees the
-// writer bit bumps drain and wakes the writer, which loaded drain before it
-// scanned the slots, so it never sleeps through the last reader leaving.
-// Unlock clears gate (waking readers if bit 1 was set) before unlocking w.
+// Reader: add one to its slot (a CAS, a full barrier), make sure the slot's
+// inuse bit is set, then load w. If w has no owner, the read lock is held;
+// otherwise take the share back and sleep on w until it is released.
+// Writer: lock w, then load inuse and every slot whose bit is set, until
+// every slot is free, sleeping on drain. Both sides write their own word and
+// then read the other's, with sequentially consistent atomics: either the
+// reader sees the writer in w, or the writer sees the reader's inuse bit and
+// then its count (the store-load pattern of Dekker's algorithm). A bit
+// cleared by a writer between a reader's count and its check of the bit is
+// no hole: the writer loaded that slot as free before clearing, so it owned
+// w before the reader's CAS, and the reader's load of w sees it. A reader
+// leaving (RUnlock, or backing out) that sees w held bumps drain and wakes
+// the writer, which loaded drain before it looked at the slots, so it never
+// sleeps through the last reader leaving. Releasing w wakes every sleeper
+// on it when its readers bit is set.
 //
-// Owner death: writers recover w as Mutex does. A reader that slept a whole
-// slice on an unchanged gate checks w: if it is unlocked, or its owner is
-// dead, the reader takes w itself (reporting ErrOwnerDead for a dead owner),
-// clears gate and unlocks w. A writer that slept a whole slice on an
-// unchanged drain checks the owners of the busy slots and clears the slots
-// of dead processes with a CAS on the exact value it examined.
+// Owner death: writers recover w as Mutex does. A reader that waited for
+// the same writer for a liveness slice asks whether it is alive; if it is
+// dead, the reader takes w itself (reporting ErrOwnerDead), and releases it
+// at once. A writer that waited for readers for a liveness slice checks the
+// owners of the busy slots and clears the slots of dead processes with a
+// CAS on the exact value it examined (a dead token never comes back).
 type RWMutex struct {
 	w     Mutex
-	gate  uint32
 	drain uint32
-	anon  uint32
 	_     uint32
+	inuse [rwSlots / 64]uint64
+	_     [2]uint64 // the slots start on a cache line of their own
 	slots [rwSlots]uint64
 }
 
 const (
-	rwSlots = 32
-
-	gWriter  = 1 << 0
-	gReaders = 1 << 1
-
+	rwSlots    = 256
 	rCountMask = 1<<8 - 1
-	rIDMask    = ^uint64(rCountMask)
-	rPIDBits   = 24
 )
 
-// readerID is this process's slot identity, 0 if its PID does not fit (then
-// it always uses anon).
-var readerID, readerHome = func() (uint64, int) {
-	id := proc.Self()
-	if id.PID >= 1<<rPIDBits {
-		return 0, 0
-	}
-	return uint64(id.Word())<<32 | uint64(id.PID)<<8, int(id.PID % rwSlots)
-}()
+var (
+	// readerID is this process's slot identity; readerOne its slot value
+	// when it holds one read lock there.
+	readerID  = uint64(owner.Self()) << 8
+	readerOne = readerID | 1
+	// readerHome is the slot this process tries first.
+	readerHome = func() uint {
+		t := uint64(owner.Self())
+		t ^= t >> 29
+		t *= 0xbf58476d1ce4e5b9
+		t ^= t >> 32
+		return uint(t % rwSlots)
+	}()
+)
 
-// readerOne is this process's slot value when it holds one read lock there,
-// 0 if it has no slot identity.
-var readerOne = func() uint64 {
-	if readerID == 0 {
-		return 0
-	}
-	return readerID | 1
-}()
-
-// slotOwner returns the process that holds the slot value v.
-func slotOwner(v uint64) proc.ID {
-	return proc.FromWord(uint32(v>>8)&(1<<rPIDBits-1), uint32(v>>32))
-}
-
-// slotAlive reports whether the process holding slot value v may be alive.
-func slotAlive(v uint64) bool { return proc.Alive(slotOwner(v)) }
+// slotToken returns the owner token in slot value v.
+func slotToken(v uint64) owner.Token { return owner.Token(v >> 8) }
 
 // RLock locks rw for reading, waiting as long as it takes.
 func (rw *RWMutex) RLock() {
-	// The common case, small enough to be inlined: this process's home slot
-	// is free and no writer is about.
-	p := &rw.slots[uint(readerHome)%rwSlots]
-	took := readerOne != 0 && atomic.CompareAndSwapUint64(p, 0, readerOne)
-	if took && atomic.LoadUint32(&rw.gate)&gWriter == 0 {
-		return
+	if !rw.tryRLock() {
+		rw.rlockSlow(noDeadline())
 	}
-	rw.rlockMiss(p, took)
 }
 
-// rlockMiss is RLock when its common case did not apply: took tells whether
-// it counted a read lock in the home slot p (and then met a writer).
-func (rw *RWMutex) rlockMiss(p *uint64, took bool) {
-	if took {
-		rw.giveBack(p)
-	} else if rw.rlockNested(p) {
-		return
+// tryRLock takes a read lock if no writer holds or waits for rw. Its common
+// case (the home slot free, its bit set, no writer) is small enough to be
+// inlined.
+func (rw *RWMutex) tryRLock() bool {
+	h := readerHome % rwSlots
+	if atomic.CompareAndSwapUint64(&rw.slots[h], 0, readerOne) {
+		if atomic.LoadUint64(&rw.inuse[h/64])&(1<<(h%64)) != 0 && atomic.LoadUint64(&rw.w.state)&mOwnerMask == 0 {
+			return true
+		}
+		return rw.admit(int(h))
 	}
-	rw.rlockSlow(noDeadline())
+	ok, _ := rw.tryRead()
+	return ok
 }
 
 // TryRLock locks rw for reading if no writer holds or waits for it, and
 // reports whether it did.
-func (rw *RWMutex) TryRLock() bool {
-	if rw.rlockFast() {
-		return true
-	}
-	p := rw.take()
-	if atomic.LoadUint32(&rw.gate)&gWriter == 0 {
-		return true
-	}
-	rw.giveBack(p)
-	return false
-}
+func (rw *RWMutex) TryRLock() bool { return rw.tryRLock() }
 
 // RLockTimeout locks rw for reading, waiting at most d. It returns
 // ErrTimeout when d passed, and ErrOwnerDead (with the read lock held) when
 // it had to recover the lock from a writer that died.
 func (rw *RWMutex) RLockTimeout(d time.Duration) error {
-	if rw.rlockFast() {
+	if rw.tryRLock() {
 		return nil
 	}
 	return rw.rlockSlow(timeoutDeadline(d))
@@ -162,227 +150,82 @@ func (rw *RWMutex) RLockContext(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if rw.rlockFast() {
+	if rw.tryRLock() {
 		return nil
 	}
 	return rw.rlockSlow(ctxDeadline(ctx))
 }
 
-// rlockFast takes a read lock through this process's home slot when no
-// writer is about. The common case (the slot free, no writer) is small
-// enough to be inlined into RLock.
-func (rw *RWMutex) rlockFast() bool {
-	p := &rw.slots[uint(readerHome)%rwSlots]
-	if readerOne == 0 || !atomic.CompareAndSwapUint64(p, 0, readerOne) {
-		return rw.rlockNested(p)
+// tryRead tries once to take a read lock, in any slot. full reports that it
+// failed because every slot holds another process's read locks.
+func (rw *RWMutex) tryRead() (ok, full bool) {
+	i := rw.take()
+	if i < 0 {
+		return false, true
 	}
-	if atomic.LoadUint32(&rw.gate)&gWriter == 0 {
+	return rw.admit(i), false
+}
+
+// admit completes a read lock counted in slot i: it sets the slot's inuse
+// bit, then keeps the share if no writer holds w, and gives it back if one
+// does.
+func (rw *RWMutex) admit(i int) bool {
+	p, bit := &rw.inuse[i/64], uint64(1)<<(i%64)
+	if atomic.LoadUint64(p)&bit == 0 {
+		atomic.OrUint64(p, bit)
+	}
+	if atomic.LoadUint64(&rw.w.state)&mOwnerMask == 0 {
 		return true
 	}
-	rw.giveBack(p)
+	rw.giveBack(i)
 	return false
 }
 
-// rlockNested is rlockFast when the home slot is not free: it counts one
-// more read lock there if the slot is this process's.
-func (rw *RWMutex) rlockNested(p *uint64) bool {
-	old := atomic.LoadUint64(p)
-	if readerID == 0 || old&rIDMask != readerID || old&rCountMask >= rCountMask ||
-		!atomic.CompareAndSwapUint64(p, old, old+1) {
-		return false
-	}
-	if atomic.LoadUint32(&rw.gate)&gWriter == 0 {
-		return true
-	}
-	rw.giveBack(p)
-	return false
-}
-
-// take adds a read share: in this process's slot, else in a free slot, else
-// in anon. It returns the word it counted in.
-func (rw *RWMutex) take() *uint64 {
-	if readerID != 0 {
-		for k := 0; k < rwSlots; k++ {
-			p := &rw.slots[(readerHome+k)%rwSlots]
-			for {
-				old := atomic.LoadUint64(p)
-				var nw uint64
-				switch {
-				case old == 0:
-					nw = readerID | 1
-				case old&rIDMask == readerID && old&rCountMask < rCountMask:
-					nw = old + 1
-				}
-				if nw == 0 {
-					break
-				}
-				if atomic.CompareAndSwapUint64(p, old, nw) {
-					return p
-				}
-			}
-		}
-	}
-	atomic.AddUint32(&rw.anon, 1)
-	return nil
-}
-
-// giveBack removes a read share taken by take (p == nil: from anon) and wakes
-// a writer that waits for readers to leave.
-func (rw *RWMutex) giveBack(p *uint64) {
-	if p == nil {
-		for {
-			old := atomic.LoadUint32(&rw.anon)
-			if old == 0 || atomic.CompareAndSwapUint32(&rw.anon, old, old-1) {
-				break
-			}
-		}
-	} else {
+// take counts one read share for this process in a slot: its own (with
+// room), else a free one, probing from its home. It returns the slot, or
+// -1 if every slot is another process's.
+func (rw *RWMutex) take() int {
+	for k := uint(0); k < rwSlots; k++ {
+		i := (readerHome + k) % rwSlots
+		p := &rw.slots[i]
 		for {
 			old := atomic.LoadUint64(p)
-			if old&rIDMask != readerID || old&rCountMask == 0 {
-				break // cleared by a writer that thought us dead: nothing to give back
+			var nw uint64
+			switch {
+			case old == 0:
+				nw = readerOne
+			case old&^rCountMask == readerID && old&rCountMask < rCountMask:
+				nw = old + 1
 			}
-			nw := old - 1
-			if nw&rCountMask == 0 {
-				nw = 0
-			}
-			if atomic.CompareAndSwapUint64(p, old, nw) {
+			if nw == 0 {
 				break
 			}
+			if atomic.CompareAndSwapUint64(p, old, nw) {
+				return int(i)
+			}
 		}
 	}
-	if atomic.LoadUint32(&rw.gate)&gWriter != 0 {
-		atomic.AddUint32(&rw.drain, 1)
-		futex.Wake(&rw.drain, 1)
-	}
+	return -1
 }
 
-func (rw *RWMutex) rlockSlow(dl deadline) error {
-	var w *watcher // armed before the first sleep
-	defer func() { w.stop() }()
-	var result error
-	spins := spinBudget(unsafe.Pointer(&rw.gate))
-	spinning := spins > 0 // until the spin ends
-	var seen uint32
-	seenValid := false
+// giveBack removes one of this process's read shares from slot i and tells
+// a writer waiting for readers.
+func (rw *RWMutex) giveBack(i int) {
+	p := &rw.slots[i]
 	for {
-		g := atomic.LoadUint32(&rw.gate)
-		if g&gWriter == 0 {
-			p := rw.take()
-			if atomic.LoadUint32(&rw.gate)&gWriter == 0 {
-				if spinning {
-					spinWon(unsafe.Pointer(&rw.gate))
-				}
-				return result
-			}
-			rw.giveBack(p)
-			continue
+		old := atomic.LoadUint64(p)
+		if old&^rCountMask != readerID || old&rCountMask == 0 {
+			break // not ours (only a damaged word): nothing to give back
 		}
-		if spins > 0 {
-			spins--
-			spinPause()
-			continue
-		}
-		if spinning {
-			spinLost(unsafe.Pointer(&rw.gate), true)
-			spinning = false
-		}
-		if g&gReaders == 0 {
-			if !atomic.CompareAndSwapUint32(&rw.gate, g, g|gReaders) {
-				continue
-			}
-			g |= gReaders
-		}
-		if seenValid && g == seen {
-			if err := rw.recoverGate(); err != nil {
-				result = err
-			}
-		}
-		if w == nil {
-			w = dl.watch(&rw.gate)
-		}
-		before := time.Now()
-		if err := dl.sleep(&rw.gate, g, livenessSlice); err != nil {
-			return err
-		}
-		seen, seenValid = g, time.Since(before) >= livenessSlice
-	}
-}
-
-// recoverGate is called by a reader that found the writer bit set for a
-// whole slice. If no live process holds w, the reader takes w, clears the
-// gate and releases w, and returns ErrOwnerDead if w's owner had died.
-func (rw *RWMutex) recoverGate() error {
-	old := atomic.LoadUint64(&rw.w.state)
-	var err error
-	switch {
-	case old&mOwnerMask == 0:
-		if !rw.w.TryLock() {
-			return nil
-		}
-	case !proc.Alive(ownerOf(old)):
-		if !atomic.CompareAndSwapUint64(&rw.w.state, old, selfWord|mWaiters|mInconsistent) {
-			return nil
-		}
-		err = ErrOwnerDead
-	default:
-		return nil
-	}
-	rw.openGate()
-	rw.w.Unlock()
-	return err
-}
-
-// openGate clears the gate and wakes the readers asleep on it.
-func (rw *RWMutex) openGate() {
-	if atomic.SwapUint32(&rw.gate, 0)&gReaders != 0 {
-		futex.Wake(&rw.gate, futex.All)
-	}
-}
-
-// RUnlock releases one read lock taken by this process. Releasing a read
-// lock this process does not hold does nothing.
-func (rw *RWMutex) RUnlock() {
-	// The common case, small enough to be inlined: this process's only read
-	// lock, in its home slot, and no writer waiting.
-	p := &rw.slots[uint(readerHome)%rwSlots]
-	took := readerOne != 0 && atomic.CompareAndSwapUint64(p, readerOne, 0)
-	if took && atomic.LoadUint32(&rw.gate)&gWriter == 0 {
-		return
-	}
-	rw.runlockMiss(p, took)
-}
-
-// runlockMiss is RUnlock when its common case did not apply: took tells
-// whether it released the read lock (and then saw a writer waiting).
-func (rw *RWMutex) runlockMiss(p *uint64, took bool) {
-	if took {
-		rw.wakeWriter()
-		return
-	}
-	rw.runlockNested(p)
-}
-
-// runlockNested is RUnlock when the home slot does not hold exactly one
-// read lock of this process.
-func (rw *RWMutex) runlockNested(p *uint64) {
-	old := atomic.LoadUint64(p)
-	if readerID != 0 && old&rIDMask == readerID && old&rCountMask > 0 {
 		nw := old - 1
 		if nw&rCountMask == 0 {
 			nw = 0
 		}
 		if atomic.CompareAndSwapUint64(p, old, nw) {
-			rw.leaving()
-			return
+			break
 		}
 	}
-	rw.runlockSlow()
-}
-
-// leaving tells a waiting writer, if any, that a reader left.
-func (rw *RWMutex) leaving() {
-	if atomic.LoadUint32(&rw.gate)&gWriter != 0 {
+	if atomic.LoadUint64(&rw.w.state)&mOwnerMask != 0 {
 		rw.wakeWriter()
 	}
 }
@@ -393,18 +236,119 @@ func (rw *RWMutex) wakeWriter() {
 	futex.Wake(&rw.drain, 1)
 }
 
-func (rw *RWMutex) runlockSlow() {
-	if readerID != 0 {
-		for k := 0; k < rwSlots; k++ {
-			p := &rw.slots[(readerHome+k)%rwSlots]
-			old := atomic.LoadUint64(p)
-			if old&rIDMask == readerID && old&rCountMask > 0 {
-				rw.giveBack(p)
-				return
+func (rw *RWMutex) rlockSlow(dl deadline) error {
+	word := lowHalf(&rw.w.state)
+	var w *watcher // armed before the first sleep
+	defer func() { w.stop() }()
+	var result error
+	var ow, slotWatch ownerWatch
+	spins := spinBudget(unsafe.Pointer(word))
+	spinning := spins > 0 // until the spin ends
+	slept := false
+	for {
+		st := atomic.LoadUint64(&rw.w.state)
+		if st&mOwnerMask == 0 {
+			ok, full := rw.tryRead()
+			if ok {
+				if spinning {
+					spinWon(unsafe.Pointer(word))
+				}
+				return result
+			}
+			if full {
+				// Every slot is another process's: wait for one to be
+				// released, or for its process to be found dead.
+				now := time.Now()
+				if slotWatch.due(^uint64(0), now) {
+					rw.reclaimDead()
+				}
+				if err := dl.sleep(&rw.drain, atomic.LoadUint32(&rw.drain), time.Millisecond); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if spins > 0 {
+			spins--
+			spinPause()
+			continue
+		}
+		if !slept {
+			spinLost(unsafe.Pointer(word), spinning)
+			spinning = false
+		}
+		if st&mReaders == 0 {
+			if !atomic.CompareAndSwapUint64(&rw.w.state, st, st|mReaders) {
+				continue
+			}
+			st |= mReaders
+		}
+		now := time.Now()
+		if ow.due(st&mOwnerMask, now) && rw.w.takeOver(st) {
+			// We hold w for a writer that died: let the readers in.
+			rw.w.Unlock()
+			result = ErrOwnerDead
+			continue
+		}
+		if w == nil {
+			w = dl.watch(word)
+		}
+		err := dl.sleep(word, uint32(st), ow.left(now))
+		slept = true
+		if err != nil {
+			// Judge the writer once more before leaving, so that readers
+			// that keep retrying with short timeouts still recover the lock
+			// of a writer that died.
+			if st := atomic.LoadUint64(&rw.w.state); st&mOwnerMask != 0 && rw.w.takeOver(st) {
+				rw.w.Unlock()
+				if ok, _ := rw.tryRead(); ok {
+					return ErrOwnerDead
+				}
+			}
+			return err
+		}
+	}
+}
+
+// reclaimDead releases the read shares of every process found dead.
+func (rw *RWMutex) reclaimDead() {
+	for k := range rw.inuse {
+		b := atomic.LoadUint64(&rw.inuse[k])
+		for b != 0 {
+			j := bits.TrailingZeros64(b)
+			b &^= 1 << j
+			p := &rw.slots[k*64+j]
+			if v := atomic.LoadUint64(p); v != 0 && !owner.Alive(unsafe.Pointer(p), slotToken(v)) {
+				atomic.CompareAndSwapUint64(p, v, 0)
 			}
 		}
 	}
-	rw.giveBack(nil)
+}
+
+// RUnlock releases one read lock taken by this process. Releasing a read
+// lock this process does not hold does nothing.
+func (rw *RWMutex) RUnlock() {
+	// The common case, small enough to be inlined: this process's only read
+	// lock, in its home slot.
+	h := readerHome % rwSlots
+	if atomic.CompareAndSwapUint64(&rw.slots[h], readerOne, 0) {
+		if atomic.LoadUint64(&rw.w.state)&mOwnerMask != 0 {
+			rw.wakeWriter()
+		}
+		return
+	}
+	rw.runlockSlow()
+}
+
+func (rw *RWMutex) runlockSlow() {
+	for k := uint(0); k < rwSlots; k++ {
+		i := (readerHome + k) % rwSlots
+		v := atomic.LoadUint64(&rw.slots[i])
+		if v&^rCountMask == readerID && v&rCountMask != 0 {
+			rw.giveBack(int(i))
+			return
+		}
+	}
 }
 
 // Lock locks rw for writing, waiting as long as it takes. A dead writer's
@@ -418,11 +362,9 @@ func (rw *RWMutex) TryLock() bool {
 	if !rw.w.TryLock() {
 		return false
 	}
-	atomic.OrUint32(&rw.gate, gWriter)
-	if rw.busySlot() < 0 {
+	if rw.readers() < 0 {
 		return true
 	}
-	rw.openGate()
 	rw.w.Unlock()
 	return false
 }
@@ -447,25 +389,29 @@ func (rw *RWMutex) LockContext(ctx context.Context) error {
 func (rw *RWMutex) lockSlow(dl deadline) error {
 	var result error
 	if !atomic.CompareAndSwapUint64(&rw.w.state, 0, selfWord) {
-		result = rw.w.lockSlow(dl)
+		result = rw.w.lockSlow(dl, futex.All)
 		if result != nil && result != ErrOwnerDead {
 			return result
 		}
 	}
-	atomic.OrUint32(&rw.gate, gWriter)
-	if rw.busySlot() < -1 {
+	if rw.readers() < 0 {
 		return result
 	}
+	return rw.drainReaders(dl, result)
+}
+
+// drainReaders waits, holding w, until no read lock is held.
+func (rw *RWMutex) drainReaders(dl deadline, result error) error {
 	var w *watcher // armed before the first sleep
 	defer func() { w.stop() }()
+	var ow ownerWatch
 	spins := spinBudget(unsafe.Pointer(&rw.drain))
 	spinning := spins > 0 // until the spin ends
-	var seen uint64
-	seenIdx := -2
+	slept := false
 	for {
 		seq := atomic.LoadUint32(&rw.drain)
-		i := rw.busySlot()
-		if i < -1 {
+		i := rw.readers()
+		if i < 0 {
 			if spinning {
 				spinWon(unsafe.Pointer(&rw.drain))
 			}
@@ -476,53 +422,58 @@ func (rw *RWMutex) lockSlow(dl deadline) error {
 			spinPause()
 			continue
 		}
-		if spinning {
-			spinLost(unsafe.Pointer(&rw.drain), true)
+		if !slept {
+			spinLost(unsafe.Pointer(&rw.drain), spinning)
 			spinning = false
 		}
-		if i >= 0 {
-			v := atomic.LoadUint64(&rw.slots[i])
-			if i == seenIdx && v == seen && !slotAlive(v) {
-				atomic.CompareAndSwapUint64(&rw.slots[i], v, 0)
-				continue
-			}
-			seen = v
+		now := time.Now()
+		if ow.due(atomic.LoadUint64(&rw.slots[i]), now) {
+			rw.reclaimDead()
+			continue
 		}
 		if w == nil {
 			w = dl.watch(&rw.drain)
 		}
-		before := time.Now()
-		if err := dl.sleep(&rw.drain, seq, livenessSlice); err != nil {
-			rw.openGate()
+		err := dl.sleep(&rw.drain, seq, ow.left(now))
+		slept = true
+		if err != nil {
+			rw.reclaimDead()
+			if rw.readers() < 0 {
+				return result
+			}
 			rw.w.Unlock()
 			return err
 		}
-		seenIdx = -2
-		if time.Since(before) >= livenessSlice {
-			seenIdx = i
-		}
 	}
 }
 
-// busySlot returns the index of a slot that holds read locks, -1 if only
-// anon does, and -2 if there are no readers.
-func (rw *RWMutex) busySlot() int {
-	for i := range rw.slots {
-		if atomic.LoadUint64(&rw.slots[i])&rCountMask != 0 {
-			return i
+// readers returns the index of a slot holding read locks, or -1 if there
+// are none. It clears the inuse bits of the free slots it passes; only a
+// writer holding w calls it.
+func (rw *RWMutex) readers() int {
+	for k := range rw.inuse {
+		b := atomic.LoadUint64(&rw.inuse[k])
+		for b != 0 {
+			j := bits.TrailingZeros64(b)
+			b &^= 1 << j
+			if atomic.LoadUint64(&rw.slots[k*64+j]) != 0 {
+				return k*64 + j
+			}
+			p, bit := &rw.inuse[k], uint64(1)<<j
+			for {
+				old := atomic.LoadUint64(p)
+				if old&bit == 0 || atomic.CompareAndSwapUint64(p, old, old&^bit) {
+					break
+				}
+			}
 		}
 	}
-	if atomic.LoadUint32(&rw.anon) != 0 {
-		return -1
-	}
-	return -2
+	return -1
 }
 
-// Unlock releases the write lock.
-func (rw *RWMutex) Unlock() {
-	rw.openGate()
-	rw.w.Unlock()
-}
+// Unlock releases the write lock. Unlocking in a process that does not hold
+// the write lock does nothing.
+func (rw *RWMutex) Unlock() { rw.w.Unlock() }
 
 // OwnerDied reports whether a writer died holding rw and no process has
 // called MarkConsistent since.

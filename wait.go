@@ -33,8 +33,8 @@ import (
 const (
 	// ctxSlice bounds one sleep of a waiter whose context can be cancelled.
 	ctxSlice = 20 * time.Millisecond
-	// livenessSlice bounds one sleep of a lock waiter, after which it checks
-	// whether the lock's owner is still alive.
+	// livenessSlice is how long a lock waiter waits for the same owner
+	// before it checks whether that owner is still alive (see ownerWatch).
 	livenessSlice = 20 * time.Millisecond
 )
 
@@ -72,38 +72,84 @@ func (d *deadline) expired() error {
 		}
 	}
 	if !d.at.IsZero() && !time.Now().Before(d.at) {
-		if d.ctx != nil {
-			// The context's own deadline: report it the context's way.
-			return context.DeadlineExceeded
-		}
-		return ErrTimeout
+		return d.timeout()
 	}
 	return nil
+}
+
+// timeout is the error of a wait whose deadline passed.
+func (d *deadline) timeout() error {
+	if d.ctx != nil {
+		// The context's own deadline: report it the context's way.
+		return context.DeadlineExceeded
+	}
+	return ErrTimeout
 }
 
 // sleep blocks on addr while it holds val, for at most the time left and at
 // most slice (slice < 0: no bound). It returns nil when woken or when the
 // slice ended, and the error that ends the wait once the deadline passed or
-// the context was cancelled.
+// the context was cancelled. It never sleeps without a bound while there is
+// a deadline, a context or a slice: the time left is computed once, and a
+// deadline already past ends the wait instead of becoming "no limit".
 func (d *deadline) sleep(addr *uint32, val uint32, slice time.Duration) error {
-	if err := d.expired(); err != nil {
-		return err
-	}
 	t := slice
-	if d.ctx != nil && (t < 0 || t > ctxSlice) {
-		t = ctxSlice
+	if d.ctx != nil {
+		if err := d.ctx.Err(); err != nil {
+			return err
+		}
+		if t < 0 || t > ctxSlice {
+			t = ctxSlice
+		}
 	}
 	if !d.at.IsZero() {
 		left := time.Until(d.at)
+		if left <= 0 {
+			return d.timeout()
+		}
 		if t < 0 || left < t {
 			t = left
 		}
 	}
 	if t < 0 {
-		t = futex.Forever
+		t = futex.Forever // no deadline, no context, no slice
 	}
 	futex.Wait(addr, val, t)
 	return d.expired()
+}
+
+// ownerWatch decides when a waiter asks whether the process in its way (a
+// lock's holder, a reader's slot) is still there: once the same one has
+// been in the way for livenessSlice of this wait's time, counted from when
+// the waiter first saw it, whatever woke the waiter in between, and again
+// every livenessSlice after that. Wake-ups meant for others, short sleeps
+// and signals therefore never postpone the check.
+type ownerWatch struct {
+	who   uint64    // what was in the way when last looked at; 0: nothing yet
+	since time.Time // when it was first seen (or last checked)
+}
+
+// due records that who is in the way at now and reports whether it is time
+// to check it.
+func (o *ownerWatch) due(who uint64, now time.Time) bool {
+	if who != o.who {
+		o.who, o.since = who, now
+		return false
+	}
+	if now.Sub(o.since) < livenessSlice {
+		return false
+	}
+	o.since = now
+	return true
+}
+
+// left returns how long the waiter may sleep before the next check is due.
+func (o *ownerWatch) left(now time.Time) time.Duration {
+	d := livenessSlice - now.Sub(o.since)
+	if d < 0 {
+		d = 0
+	}
+	return d
 }
 
 // watch arranges for a cancellation of the deadline's context to wake the

@@ -122,9 +122,6 @@ func lockStateString(st shm.LockState) string {
 		}
 		parts = append(parts, "read-locked by "+strings.Join(rs, ", "))
 	}
-	if st.Anonymous > 0 {
-		parts = append(parts, fmt.Sprintf("%d untracked read lock(s)", st.Anonymous))
-	}
 	if len(parts) == 0 {
 		parts = append(parts, "free")
 	}
