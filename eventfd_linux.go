@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/go-shm/shm/internal/proc"
+	"github.com/go-shm/shm/internal/owner"
 )
 
 // EventFD is an eventfd event of a managed segment (kinds EventFDAuto and
@@ -183,20 +183,20 @@ func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
 // openEventFD fetches event i's eventfd from the process that created it.
 func (m *Managed) openEventFD(i int, e eventEntry) (*EventFD, error) {
 	p := m.seg.data[e.prim : e.prim+eventFDPrimLen]
-	ne := binary.NativeEndian
-	creator := proc.ID{PID: ne.Uint32(p[efdOffPID:]), Start: ne.Uint32(p[efdOffStart:])}
-	if !proc.Alive(creator) {
-		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) is gone: %w", i, creator.PID, fs.ErrNotExist)
+	creator := getToken(p[efdOffCreator:])
+	alive := func() bool { return owner.Alive(unsafe.Pointer(&p[efdOffCreator]), creator) }
+	if !alive() {
+		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) is gone: %w", i, creator.PID(), fs.ErrNotExist)
 	}
 	addr := &net.UnixAddr{Name: efdSocket(p[efdOffNonce : efdOffNonce+8]), Net: "unix"}
 	c, err := net.DialUnix("unix", nil, addr)
 	// A creator that has just published the segment may not listen yet.
-	for wait := time.Millisecond; err != nil && wait < time.Second && proc.Alive(creator); wait *= 2 {
+	for wait := time.Millisecond; err != nil && wait < time.Second && alive(); wait *= 2 {
 		time.Sleep(wait)
 		c, err = net.DialUnix("unix", nil, addr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) does not serve it (%v): %w", i, creator.PID, err, fs.ErrNotExist)
+		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) does not serve it (%v): %w", i, creator.PID(), err, fs.ErrNotExist)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))

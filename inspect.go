@@ -103,15 +103,15 @@ func (m *Managed) EventState(i int) (EventState, error) {
 	case EventBusyAuto, EventBusyManual:
 		st.Set = atomic.LoadUint32((*uint32)(m.prim(e.prim)))&evSet != 0
 	case EventFDAuto, EventFDManual:
-		p := (*[2]uint32)(m.prim(e.prim + 4))
-		st.Creator = process(proc.ID{PID: atomic.LoadUint32(&p[0]), Start: atomic.LoadUint32(&p[1])})
+		p := unsafe.Slice((*byte)(m.prim(e.prim+efdOffCreator)), 8)
+		st.Creator = holder(unsafe.Pointer(&p[0]), getToken(p))
 	}
 	return st, nil
 }
 
 // Creator returns the process that created the segment.
 func (m *Managed) Creator() Process {
-	return process(proc.ID{PID: m.l.creator[0], Start: m.l.creator[1]})
+	return holder(unsafe.Pointer(&m.seg.data[offCreator]), m.l.creator)
 }
 
 // Creator returns the process recorded as the creator in the header at the
@@ -121,5 +121,5 @@ func Creator(b []byte) (p Process, ok bool) {
 	if !hasMagic(b) {
 		return Process{}, false
 	}
-	return process(headerCreator(b)), true
+	return holder(unsafe.Pointer(&b[offCreator]), headerCreator(b)), true
 }

@@ -3,7 +3,7 @@ package shm
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/go-shm/shm/internal/proc"
+	"github.com/go-shm/shm/internal/owner"
 	"hash/crc32"
 	"sort"
 	"strconv"
@@ -27,8 +27,8 @@ import (
 //	 24     4  header size: bytes from 0 to the end of the event table
 //	 28     4  number of locks
 //	 32     4  number of events
-//	 36     4  creator PID
-//	 40     4  creator start tag
+//	 36     8  creator's owner token (internal/owner: PID in the low 22
+//	           bits), as two 4-byte words, low word first
 //	 44     4  CRC-32C of bytes [0, header size) with state and checksum as 0
 //	 48     8  data offset
 //	 56     8  data size
@@ -47,7 +47,7 @@ import (
 const (
 	headerSize      = 64
 	entrySize       = 32
-	layoutVersion   = 1
+	layoutVersion   = 2
 	byteOrderTag    = 0x01020304
 	wordSize        = 8
 	primAlign       = 64
@@ -58,8 +58,7 @@ const (
 	stateInit       = 1
 	stateReady      = 2
 	offState        = 20
-	offCreatorPID   = 36
-	offCreatorStart = 40
+	offCreator      = 36
 	offChecksum     = 44
 	eventFDPrimLen  = 32
 )
@@ -118,7 +117,7 @@ type layout struct {
 	dataOff, dataSize uint64
 	locks             []lockEntry
 	events            []eventEntry
-	creator           [2]uint32 // PID, start tag
+	creator           owner.Token
 }
 
 type lockEntry struct {
@@ -159,7 +158,7 @@ func (l *layout) headerLen() uint64 {
 
 // write stores l into b (the whole segment) and leaves the state at
 // initializing; the caller publishes ready.
-func (l *layout) write(b []byte, creatorPID, creatorStart uint32) {
+func (l *layout) write(b []byte, creator owner.Token) {
 	ne := binary.NativeEndian
 	copy(b[0:8], magic[:])
 	ne.PutUint32(b[8:], layoutVersion)
@@ -168,8 +167,7 @@ func (l *layout) write(b []byte, creatorPID, creatorStart uint32) {
 	ne.PutUint32(b[24:], uint32(l.headerLen()))
 	ne.PutUint32(b[28:], uint32(len(l.locks)))
 	ne.PutUint32(b[32:], uint32(len(l.events)))
-	ne.PutUint32(b[offCreatorPID:], creatorPID)
-	ne.PutUint32(b[offCreatorStart:], creatorStart)
+	putToken(b[offCreator:], creator)
 	ne.PutUint64(b[48:], l.dataOff)
 	ne.PutUint64(b[56:], l.dataSize)
 	off := headerSize
@@ -245,7 +243,7 @@ func parseLayout(b []byte) (layout, error) {
 	l := layout{
 		dataOff:  ne.Uint64(b[48:]),
 		dataSize: ne.Uint64(b[56:]),
-		creator:  [2]uint32{ne.Uint32(b[offCreatorPID:]), ne.Uint32(b[offCreatorStart:])},
+		creator:  getToken(b[offCreator:]),
 	}
 	if l.dataOff%dataAlign != 0 || l.dataOff < hl || l.dataOff > size || l.dataSize > size-l.dataOff {
 		return layout{}, corrupt("data [%d, +%d) not inside the segment (%d bytes) after the header", l.dataOff, l.dataSize, size)
@@ -348,19 +346,17 @@ func checkConfig(size int, locks []LockSpec, events []EventKind) error {
 // The eventfd primitive in the segment (32 bytes; see eventfd.go):
 //
 //	0  int32   the eventfd's number in the creator (for diagnostics)
-//	4  uint32  creator PID
-//	8  uint32  creator start tag
+//	4  [8]byte creator's owner token, as two 4-byte words, low word first
 //	16 [8]byte nonce naming the creator's socket
 const (
 	efdOffFD    = 0
-	efdOffPID   = 4
-	efdOffStart = 8
+	efdOffCreator = 4
 	efdOffNonce = 16
 )
 
 // writeEventFDSlots records in every eventfd primitive who serves it and
 // under which nonce.
-func (l *layout) writeEventFDSlots(b []byte, creator proc.ID, nonce [8]byte) {
+func (l *layout) writeEventFDSlots(b []byte, creator owner.Token, nonce [8]byte) {
 	ne := binary.NativeEndian
 	for _, e := range l.events {
 		if e.kind != EventFDAuto && e.kind != EventFDManual {
@@ -368,16 +364,34 @@ func (l *layout) writeEventFDSlots(b []byte, creator proc.ID, nonce [8]byte) {
 		}
 		p := b[e.prim : e.prim+eventFDPrimLen]
 		ne.PutUint32(p[efdOffFD:], ^uint32(0))
-		ne.PutUint32(p[efdOffPID:], creator.PID)
-		ne.PutUint32(p[efdOffStart:], creator.Start)
+		putToken(p[efdOffCreator:], creator)
 		copy(p[efdOffNonce:], nonce[:])
 	}
 }
 
 // headerCreator reads the creator recorded in a header that may still be
 // being written (atomically: the creator may be writing it now).
-func headerCreator(b []byte) proc.ID {
-	pid := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[offCreatorPID])))
-	start := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[offCreatorStart])))
-	return proc.ID{PID: pid, Start: start}
+// A token not written yet reads as 0.
+func headerCreator(b []byte) owner.Token {
+	lo := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[offCreator])))
+	if lo == 0 {
+		return 0
+	}
+	hi := atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[offCreator+4])))
+	return owner.Token(uint64(hi)<<32|uint64(lo)) & owner.Mask
+}
+
+// putToken stores t in b[0:8] as two native 4-byte words, low word first
+// in memory (the offsets that hold tokens are 4-byte aligned). The high word
+// is stored first: a reader that finds the low word (never 0 in a token)
+// finds the high word too.
+func putToken(b []byte, t owner.Token) {
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&b[4])), uint32(t>>32))
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&b[0])), uint32(t))
+}
+
+// getToken reads a token stored by putToken.
+func getToken(b []byte) owner.Token {
+	ne := binary.NativeEndian
+	return owner.Token(uint64(ne.Uint32(b[4:]))<<32|uint64(ne.Uint32(b[0:]))) & owner.Mask
 }

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/go-shm/shm/internal/proc"
+	"github.com/go-shm/shm/internal/owner"
 )
 
 // Link files.
@@ -19,24 +19,26 @@ import (
 // A link file is a small text file on disk that names a segment, so that
 // processes agree on a path rather than on a segment name:
 //
-//	shm-link 1
+//	shm-link 2
 //	name "<segment name, Go-quoted>"
 //	pid <creator pid>
-//	start <creator start tag>
+//	owner <creator's owner token, hexadecimal>
 //
 // It is published in one step that fails if the path exists: on Linux an
 // unnamed O_TMPFILE is written and then given the path with linkat(2);
 // elsewhere a temporary file beside the path is written and hard-linked
 // into place with link(2), then removed. A reader never sees a half-written
 // link, of several creators exactly one wins, and (on Linux) a crash leaves
-// no temporary file behind. The creator's identity (PID and start-time tag,
-// see internal/proc) lets anyone tell a live link from a stale one.
+// no temporary file behind. The creator's owner token (internal/owner) lets
+// anyone tell a live link from a stale one: on Linux the kernel says
+// whether the creator still has the segment open; elsewhere whether the
+// process with that PID and start time still runs.
 // Replacing or removing a link happens under an exclusive flock on the link
 // file, re-checked after the lock is taken, so two processes never replace
 // the same stale link twice, and a link is never followed through a symlink.
 
 const (
-	linkMagic   = "shm-link 1"
+	linkMagic   = "shm-link 2"
 	maxLinkSize = 4096
 )
 
@@ -45,16 +47,19 @@ type LinkInfo struct {
 	Name string // the segment it names
 	PID  int    // the process that created the segment and wrote the link
 
-	creator proc.ID
+	creator owner.Token
 }
 
-// CreatorAlive reports whether the process that wrote the link still runs.
-// It says false only when it is sure the process is gone (a new process that
-// reused the PID does not count as alive).
-func (l LinkInfo) CreatorAlive() bool { return proc.Alive(l.creator) }
+// CreatorAlive reports whether the process that wrote the link is still
+// there: on Linux, whether it still has the segment open (the kernel keeps
+// that record, so a process in another PID namespace or container, or one
+// hidden from /proc, is judged right, and a creator that closed the segment
+// counts as gone); elsewhere, whether it still runs. It says false only when
+// it is sure (a new process that reused the PID does not count as alive).
+func (l LinkInfo) CreatorAlive() bool { return heldBy(l.Name, l.creator) }
 
-func encodeLink(name string, creator proc.ID) []byte {
-	return fmt.Appendf(nil, "%s\nname %s\npid %d\nstart %d\n", linkMagic, strconv.Quote(name), creator.OSPID(), creator.Start)
+func encodeLink(name string, creator owner.Token) []byte {
+	return fmt.Appendf(nil, "%s\nname %s\npid %d\nowner %x\n", linkMagic, strconv.Quote(name), creator.PID(), uint64(creator))
 }
 
 func parseLink(b []byte) (LinkInfo, error) {
@@ -66,7 +71,7 @@ func parseLink(b []byte) (LinkInfo, error) {
 		return bad("no " + strconv.Quote(linkMagic) + " header, or not 4 lines")
 	}
 	var l LinkInfo
-	for i, key := range []string{"name ", "pid ", "start "} {
+	for i, key := range []string{"name ", "pid ", "owner "} {
 		line := lines[i+1]
 		if !bytes.HasPrefix(line, []byte(key)) {
 			return bad("missing " + key[:len(key)-1])
@@ -83,17 +88,18 @@ func parseLink(b []byte) (LinkInfo, error) {
 				return bad(err.Error())
 			}
 			l.Name = n
-		case 1, 2:
+		case 1:
 			u, err := strconv.ParseUint(v, 10, 32)
 			if err != nil {
-				return bad("bad " + key[:len(key)-1])
+				return bad("bad pid")
 			}
-			if i == 1 {
-				l.PID = int(u)
-				l.creator.PID = proc.PIDOf(u)
-			} else {
-				l.creator.Start = uint32(u)
+			l.PID = int(u)
+		case 2:
+			u, err := strconv.ParseUint(v, 16, 64)
+			if err != nil || u == 0 || u > owner.Mask {
+				return bad("bad owner")
 			}
+			l.creator = owner.Token(u)
 		}
 	}
 	return l, nil
@@ -249,7 +255,7 @@ func freeLinkPath(path string) error {
 // returns the file's identity. It fails with fs.ErrExist if path holds a
 // live link.
 func writeLink(path, name string, mode fs.FileMode) (fs.FileInfo, error) {
-	content := encodeLink(name, proc.Self())
+	content := encodeLink(name, owner.Self())
 	// Readable by whoever may read the segment; writable by its creator only.
 	mode = 0o600 | mode&0o044
 	for range 16 {

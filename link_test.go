@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-shm/shm/internal/proc"
+	"github.com/go-shm/shm/internal/owner"
 )
 
 func init() {
@@ -263,16 +263,16 @@ func TestLinkNotALink(t *testing.T) {
 	}{
 		{"empty", func(p string) error { return os.WriteFile(p, nil, 0o600) }, "not a shm link file"},
 		{"binary", func(p string) error { return os.WriteFile(p, binary, 0o600) }, "not a shm link file"},
-		{"huge", func(p string) error { return os.WriteFile(p, bytes.Repeat([]byte("shm-link 1\n"), 1<<17), 0o600) }, "larger than"},
+		{"huge", func(p string) error { return os.WriteFile(p, bytes.Repeat([]byte("shm-link 2\n"), 1<<17), 0o600) }, "larger than"},
 		{"text", func(p string) error { return os.WriteFile(p, []byte("hello\n"), 0o600) }, "not a shm link file"},
 		{"bad name", func(p string) error {
-			return os.WriteFile(p, []byte("shm-link 1\nname \"a/b\"\npid 1\nstart 1\n"), 0o600)
+			return os.WriteFile(p, []byte("shm-link 2\nname \"a/b\"\npid 1\nowner 1\n"), 0o600)
 		}, "'/' is allowed only"},
 		{"unquoted name", func(p string) error {
-			return os.WriteFile(p, []byte("shm-link 1\nname "+target+"\npid 1\nstart 1\n"), 0o600)
+			return os.WriteFile(p, []byte("shm-link 2\nname "+target+"\npid 1\nowner 1\n"), 0o600)
 		}, "not quoted"},
 		{"bad pid", func(p string) error {
-			return os.WriteFile(p, []byte("shm-link 1\nname \"x\"\npid -1\nstart 1\n"), 0o600)
+			return os.WriteFile(p, []byte("shm-link 2\nname \"x\"\npid -1\nowner 1\n"), 0o600)
 		}, "bad pid"},
 		{"symlink to a valid link", func(p string) error { return os.Symlink(valid, p) }, "symbolic link"},
 		{"dangling symlink", func(p string) error { return os.Symlink(filepath.Join(dir, "nowhere"), p) }, "symbolic link"},
@@ -363,7 +363,7 @@ func TestLinkFile(t *testing.T) {
 			t.Errorf("segment mode %v: link has mode %v, want %v", tc.mode, fi.Mode(), tc.want)
 		}
 		b, _ := os.ReadFile(link)
-		want := fmt.Sprintf("shm-link 1\nname %q\npid %d\nstart ", s.Name(), os.Getpid())
+		want := fmt.Sprintf("shm-link 2\nname %q\npid %d\nowner %x\n", s.Name(), os.Getpid(), uint64(owner.Self()))
 		if !strings.HasPrefix(string(b), want) {
 			t.Errorf("link holds %q, want it to start with %q", b, want)
 		}
@@ -472,4 +472,4 @@ func TestLinkNameRoundTrip(t *testing.T) {
 	}
 }
 
-func ownID() proc.ID { return proc.Self() }
+func ownID() owner.Token { return owner.Self() }

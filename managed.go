@@ -12,7 +12,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/go-shm/shm/internal/proc"
+	"github.com/go-shm/shm/internal/owner"
 )
 
 // Config describes a managed segment: user data of Size bytes, locks that
@@ -93,13 +93,13 @@ func (c Config) Create(opts ...Option) (*Managed, error) {
 	}
 	var nonce [8]byte
 	rand.Read(nonce[:])
-	self := proc.Self()
+	self := owner.Self()
 	// The header is written before the segment can be opened where the
 	// system allows it (Linux), so an opener never sees it half-made there;
 	// elsewhere the ready state, published last, tells openers to wait.
 	o.init = func(b []byte) {
 		atomic.StoreUint32(stateWord(b), stateInit)
-		l.write(b, self.PID, self.Start)
+		l.write(b, self)
 		l.writeEventFDSlots(b, self, nonce)
 		atomic.StoreUint32(stateWord(b), stateReady)
 	}
@@ -206,8 +206,8 @@ func waitLayout(b []byte, timeout time.Duration) (layout, error) {
 			return layout{}, corrupt("state %d", st)
 		default:
 			// The creator fields may not be written yet (then zero).
-			if c := headerCreator(b); c.PID != 0 && c.Start != 0 && !proc.Alive(c) {
-				return layout{}, fmt.Errorf("%w: its creator (pid %d) died while writing the header", ErrNotReady, c.OSPID())
+			if c := headerCreator(b); c != 0 && !owner.Alive(unsafe.Pointer(&b[offCreator]), c) {
+				return layout{}, fmt.Errorf("%w: its creator (pid %d) died while writing the header", ErrNotReady, c.PID())
 			}
 		}
 		if time.Now().After(deadline) {

@@ -14,7 +14,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/go-shm/shm/internal/proc"
+	"github.com/go-shm/shm/internal/owner"
 )
 
 func testConfig(name string) Config {
@@ -228,7 +228,7 @@ func TestManagedHeaderCorrupt(t *testing.T) {
 		edit  func(b []byte)
 	}{
 		{"magic", func(b []byte) { b[0] = 'X' }},
-		{"version", func(b []byte) { ne.PutUint32(b[8:], 2) }},
+		{"version", func(b []byte) { ne.PutUint32(b[8:], layoutVersion+1) }},
 		{"byte order", func(b []byte) { ne.PutUint32(b[12:], 0x04030201) }},
 		{"word size", func(b []byte) { ne.PutUint32(b[16:], 4) }},
 		{"state", func(b []byte) { ne.PutUint32(b[20:], 7) }},
@@ -279,7 +279,7 @@ func FuzzParseLayout(f *testing.F) {
 	} {
 		l, total := plan(uint64(c.Size), c.Locks, c.Events)
 		b := make([]byte, total)
-		l.write(b, 1, 1)
+		l.write(b, owner.Self())
 		ne := binary.NativeEndian
 		ne.PutUint32(b[offState:], stateReady)
 		f.Add(b)
@@ -356,8 +356,7 @@ func init() {
 		l, _ := plan(1024, nil, nil)
 		b := seg.Bytes()
 		atomic.StoreUint32(stateWord(b), stateInit)
-		self := proc.Self()
-		l.write(b, self.PID, self.Start)
+		l.write(b, owner.Self())
 		fmt.Println("ready")
 		time.Sleep(time.Minute)
 		return nil

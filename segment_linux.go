@@ -215,6 +215,18 @@ func attachFD(fd int, data []byte, sys *osSegment) error {
 	return nil
 }
 
+// heldBy reports whether the process t has the segment name open (holds its
+// liveness lock on the segment's file). A segment that does not exist is
+// held by nobody; one that cannot be opened is taken to be held.
+func heldBy(name string, t owner.Token) bool {
+	fd, err := unix.Open(shmPath(name), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return !errors.Is(err, unix.ENOENT)
+	}
+	defer unix.Close(fd)
+	return owner.HeldIn(fd, t)
+}
+
 func fileType(mode uint32) string {
 	switch mode & unix.S_IFMT {
 	case unix.S_IFDIR:

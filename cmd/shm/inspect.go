@@ -72,7 +72,7 @@ func runInspect(e *env, args []string) error {
 // inspectManaged prints what a managed segment's header says, and the state
 // of each of its locks and events.
 func inspectManaged(w io.Writer, name string, b []byte) {
-	fmt.Fprintf(w, "creator: %s\n", creatorString(b))
+	fmt.Fprintf(w, "creator: %s\n", creatorString(shm.Creator(b)))
 	shm.ReadyTimeout = 200 * time.Millisecond
 	m, err := shm.OpenManaged(name, shm.ReadOnly())
 	if err != nil {

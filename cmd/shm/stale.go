@@ -11,10 +11,25 @@ import (
 
 // What a segment's creator and its users say about whether it is stale.
 
+// creatorOf returns the creator recorded in the header of the segment name,
+// judged on a mapping of the segment (on Linux the kernel's record of who has
+// it open); ok is false if it cannot be opened or carries no header. head is
+// what was read of it already: a segment without our magic is not opened.
+func creatorOf(name string, head []byte) (p shm.Process, ok bool) {
+	if !shm.IsManaged(head) {
+		return shm.Process{}, false
+	}
+	seg, err := shm.Open(name, shm.ReadOnly())
+	if err != nil {
+		return shm.Process{}, false
+	}
+	defer seg.Close()
+	return shm.Creator(seg.Bytes())
+}
+
 // creatorString describes the creator recorded in a managed segment's
 // header: "pid N (alive)", "pid N (dead)", or "-" when there is no record.
-func creatorString(b []byte) string {
-	p, ok := shm.Creator(b)
+func creatorString(p shm.Process, ok bool) string {
 	switch {
 	case !ok || p.PID == 0:
 		return "-"
@@ -28,7 +43,7 @@ func creatorString(b []byte) string {
 // if it is not: it must carry our header, its creator must be dead, and no
 // process may map it.
 func staleReason(name string, b []byte) string {
-	p, ok := shm.Creator(b)
+	p, ok := creatorOf(name, b)
 	if !ok || p.PID == 0 || p.Alive {
 		return ""
 	}

@@ -108,6 +108,11 @@ func Alive(addr unsafe.Pointer, t Token) bool {
 	return holds(l[i].fd, t)
 }
 
+// HeldIn reports whether any process holds t's liveness lock on the file
+// fd: whether the process t has that segment open. It says true when it
+// cannot tell.
+func HeldIn(fd int, t Token) bool { return holds(fd, t&Mask) }
+
 // holds asks whether any process holds t's liveness lock on fd's file.
 func holds(fd int, t Token) bool {
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: LockBase + int64(t), Len: 1}
