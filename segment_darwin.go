@@ -7,6 +7,8 @@ import (
 
 	"github.com/ebitengine/purego"
 	"golang.org/x/sys/unix"
+
+	"github.com/go-shm/shm/internal/cerrno"
 )
 
 // On macOS a segment is a POSIX shared memory object, opened with libc's
@@ -67,17 +69,9 @@ func shmOpen(name string, flags int, mode uint32) (int, error) {
 	}
 	syscall.ForkLock.RUnlock()
 	if fd < 0 {
-		return -1, errnoOr(e)
+		return -1, cerrno.Err(e)
 	}
 	return fd, nil
-}
-
-// errnoOr turns the errno purego read after a failed call into an error.
-func errnoOr(e uintptr) error {
-	if e == 0 {
-		return unix.EINVAL
-	}
-	return syscall.Errno(e)
 }
 
 func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
@@ -123,7 +117,7 @@ func osRemove(name string) error {
 	}
 	r, _, e := purego.SyscallN(libc.shmUnlink, uintptr(unsafe.Pointer(p)))
 	if int32(r) != 0 {
-		return errnoOr(e)
+		return cerrno.Err(e)
 	}
 	return nil
 }

@@ -155,6 +155,42 @@ func TestDarwinWoken(t *testing.T) {
 	}
 }
 
+// purego reads errno on macOS with a 64-bit load, but errno is a 32-bit int
+// followed by another field: the upper half of the value it returns is
+// garbage. The classification must look at the low 32 bits only.
+func TestDarwinErrnoGarbageUpperBits(t *testing.T) {
+	if ^uintptr(0)>>32 == 0 {
+		t.Skip("32-bit: purego's errno has no upper half")
+	}
+	for _, hi := range []uint64{0xdeadbeef, 0xffffffff, 0x00000001, 0x80000000} {
+		e := func(n uint64) uintptr { return uintptr(hi<<32 | n) }
+		for _, c := range []struct {
+			errno   uint64
+			clamped bool
+			want    waitResult
+			wantErr uintptr
+		}{
+			{darwinETIMEDOUT, false, timedOut, 0},
+			{darwinETIMEDOUT, true, woken, 0},
+			{darwinEINTR, false, woken, 0},
+			{darwinEFAULT, false, woken, 0},
+			{darwinENOMEM, false, woken, 0},
+			{22, false, failed, 22}, // EINVAL, reported without the garbage
+		} {
+			got, err := classifyDarwinWait(-1, e(c.errno), c.clamped)
+			if got != c.want || err != c.wantErr {
+				t.Errorf("classifyDarwinWait(-1, %#x, %v) = %v, %d; want %v, %d", e(c.errno), c.clamped, got, err, c.want, c.wantErr)
+			}
+		}
+		if n, again := darwinWoken(-1, e(darwinEINTR)); n != 0 || !again {
+			t.Errorf("darwinWoken(-1, %#x) = %d, %v; want 0, true (interrupted: call again)", e(darwinEINTR), n, again)
+		}
+		if n, again := darwinWoken(-1, e(darwinENOENT)); n != 0 || again {
+			t.Errorf("darwinWoken(-1, %#x) = %d, %v; want 0, false (nobody waiting)", e(darwinENOENT), n, again)
+		}
+	}
+}
+
 func TestUmtxTimeout(t *testing.T) {
 	for _, c := range []struct {
 		d       time.Duration

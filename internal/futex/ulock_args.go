@@ -3,6 +3,8 @@ package futex
 import (
 	"math"
 	"time"
+
+	"github.com/go-shm/shm/internal/cerrno"
 )
 
 // The macOS wait/wake layer, as pure functions so that the tests run on
@@ -95,13 +97,16 @@ const (
 
 // classifyDarwinWait interprets the return of __ulock_wait with ULF_NO_ERRNO
 // (ret is -errno on failure) or of os_sync_wait_on_address* (ret is -1 and
-// errno is set): errno is the error number, 0 if none. Interruptions,
-// transient faults and low memory are spurious wake-ups; a timeout that the
-// caller cut short (clamped) is one too.
+// errno is set): errno is the error number (ulockErrno, or purego's errno
+// result as it comes, upper half and all: only its low 32 bits count, see
+// package cerrno), 0 if none. Interruptions, transient faults and low memory
+// are spurious wake-ups; a timeout that the caller cut short (clamped) is
+// one too. The error number returned with failed is the clean one.
 func classifyDarwinWait(ret int32, errno uintptr, clamped bool) (waitResult, uintptr) {
 	if ret >= 0 {
 		return woken, 0
 	}
+	errno = uintptr(cerrno.Num(errno))
 	switch errno {
 	case darwinETIMEDOUT:
 		if clamped {
@@ -123,13 +128,14 @@ func ulockErrno(ret int32) uintptr {
 }
 
 // darwinWoken interprets the return of a wake call (ret is -errno with
-// ULF_NO_ERRNO, or -1 with errno set for os_sync_wake_by_address_*): how
-// many sleepers it reports woken, and whether to call again because the call
-// was interrupted. ENOENT means nobody was waiting. A successful wake of all
-// does not say how many woke: it reports 1, meaning "at least one".
+// ULF_NO_ERRNO, or -1 with errno set for os_sync_wake_by_address_*; errno as
+// for classifyDarwinWait): how many sleepers it reports woken, and whether
+// to call again because the call was interrupted. ENOENT means nobody was
+// waiting. A successful wake of all does not say how many woke: it reports
+// 1, meaning "at least one".
 func darwinWoken(ret int32, errno uintptr) (n int, again bool) {
 	if ret >= 0 {
 		return 1, false
 	}
-	return 0, errno == darwinEINTR
+	return 0, cerrno.Num(errno) == darwinEINTR
 }

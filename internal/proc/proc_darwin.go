@@ -13,12 +13,19 @@ func alive(id ID) bool {
 }
 
 // lookup reads the kinfo_proc of pid.
+//
+// Only an empty answer means that no process has the PID. xnu's handler
+// (sysctl_prochandle, bsd/kern/kern_sysctl.c) walks the process list with a
+// PID filter (proc_iterate) and checks nothing about the caller: no uid, no
+// jail, no per-process MAC hook, so it hides no live process. The sandbox
+// and other MAC policies act on the sysctl call as a whole
+// (mac_system_check_sysctlbyname in kern_newsysctl.c), and a refusal is an
+// error, not an empty answer. The handler itself never fails with ESRCH, so
+// an error of any kind, ESRCH included, is a refusal or a failure that says
+// nothing about the process: unknown.
 func lookup(pid uint32) (procInfo, lookupResult) {
 	b, err := unix.SysctlRaw("kern.proc.pid", int(pid))
 	if err != nil {
-		if err == unix.ESRCH {
-			return procInfo{}, gone
-		}
 		return procInfo{}, unknown
 	}
 	if len(b) == 0 {

@@ -26,3 +26,7 @@ func TestDarwinOffsetsMatchXSys(t *testing.T) {
 		}
 	}
 }
+
+// wantVanished is what lookup says of a PID whose process has been reaped:
+// macOS answers such a PID with no data.
+func wantVanished() lookupResult { return gone }

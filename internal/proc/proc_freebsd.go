@@ -1,6 +1,12 @@
 package proc
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
 
 // On FreeBSD the start time comes from sysctl kern.proc.pid.<pid>: ki_start
 // of struct kinfo_proc (see kinfo.go for the layout). The kernel keeps it as
@@ -24,7 +30,8 @@ func lookup(pid uint32) (procInfo, lookupResult) {
 	b, err := unix.SysctlRaw("kern.proc.pid", int(pid))
 	if err != nil {
 		if err == unix.ESRCH {
-			return procInfo{}, gone
+			// No such process, or one this process may not see.
+			return procInfo{}, esrch()
 		}
 		return procInfo{}, unknown
 	}
@@ -47,4 +54,26 @@ func lookup(pid uint32) (procInfo, lookupResult) {
 		info.start = 0
 	}
 	return info, found
+}
+
+// esrchCache holds what an ESRCH from kern.proc.pid means here (see
+// freebsdESRCH): it depends on settings an administrator may change and on
+// our effective uid, so it is read again when older than esrchTTL. It is
+// read only when an ESRCH comes up.
+var esrchCache struct {
+	sync.Mutex
+	at time.Time
+	r  lookupResult
+}
+
+const esrchTTL = time.Second
+
+func esrch() lookupResult {
+	esrchCache.Lock()
+	defer esrchCache.Unlock()
+	if now := time.Now(); esrchCache.at.IsZero() || now.Sub(esrchCache.at) >= esrchTTL {
+		esrchCache.r = freebsdESRCH(os.Geteuid(), unix.SysctlUint32)
+		esrchCache.at = now
+	}
+	return esrchCache.r
 }
