@@ -54,8 +54,11 @@ type osSegment struct {
 }
 
 const (
-	trailerSize  = futex.Buckets*8 + 24
-	trailerMagic = 0x31_6e_69_77_6d_68_73_00 // "\x00shmwin1", little-endian
+	trailerSize = futex.Buckets*8 + 24
+	// "\x00shmwin2", little-endian. Version 2: the bucket words hold the
+	// wake protocol of internal/futex that survives a waker's death (sig),
+	// which version 1 processes would not keep; they see no trailer here.
+	trailerMagic = 0x32_6e_69_77_6d_68_73_00
 	flagRemoved  = 1
 	// initWait bounds how long an opener waits for a creator that is
 	// writing the trailer (a few microseconds of work).

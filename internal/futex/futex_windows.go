@@ -19,16 +19,22 @@ import (
 // segment layer reserves in every mapping it creates and hands over with
 // Register.
 //
-// Each bucket word holds two counters:
+// The shared words. Each bucket word holds:
 //
-//	bits  0..31  waiters: sleepers registered on any word hashed to the bucket
-//	bits 32..63  gen:     the bucket's wake generation
+//	bits  0..22  waiters: sleepers registered on any word hashed to the bucket
+//	bit   23     zero
+//	bits 24..43  gen:     the bucket's wake generation, modulo 2^20
+//	bits 44..63  sig:     the oldest generation not yet known to be signalled
 //
-// and the event a sleeper of generation g waits on is the manual-reset event
-// named "<mapping name>/futex/<bucket>/<g>" ('/' never occurs in a segment
-// name, so it cannot clash with a mapping). An event is only ever set, never
-// reset: once generation g has been woken, its event stays signalled until the
-// last handle to it closes and the kernel deletes it.
+// (gen and sig share one word with waiters so that one CAS bumps gen and
+// reads sig, and the table keeps its size: 23 bits of waiters are more
+// threads than a system runs.) The event a sleeper of generation g waits on
+// is the manual-reset event named "<mapping name>/futex/<bucket>/<g>" ('/'
+// never occurs in a segment name, so it cannot clash with a mapping). An
+// event is only ever set, never reset: once generation g has been signalled,
+// its event stays signalled until the last handle to it closes and the
+// kernel deletes it. A new mapping's words are zero: no waiters, gen = sig =
+// 0.
 //
 // Wait(addr, val):
 //
@@ -42,24 +48,55 @@ import (
 // Wake(addr), called after the caller changed *addr:
 //
 //	K1 if waiters == 0: return (no system call)          (atomic load)
-//	K2 gen++ (from g' to g'+1)                            (CAS)
-//	K3 open the event for (bucket, g') if it exists, set it, close it
+//	K2 gen++ (from g' to g'+1), reading sig s             (CAS)
+//	K3 for every generation h from s to g': open the event
+//	   for (bucket, h) if it exists, set it, close it
+//	K4 sig = g'+1, unless sig is already there or past it (CAS)
+//
+// Invariants, with generations compared modulo 2^20 as distances back from
+// the current gen (a legal state has sig at most a few steps behind gen:
+// one step per waker between K2 and K4, alive or dead):
+//
+//	I1 sig never passes gen, and both only move forward.
+//	I2 every generation h before sig has been signalled (K3 ran for h, after
+//	   the bump that ended h) by a waker that then reached K4.
+//	I3 a sleeper counted in waiters keeps the event of its generation open
+//	   (the kernel keeps it) from W3 to W6.
 //
 // No lost wake-up: say a sleeper passed W2, so its load of *addr came before
 // the waker's store, and W1 before that: K1 sees waiters >= 1. If a Wake
 // bumped gen past the sleeper's g before W4, W4 sees it and returns. If not,
 // the event for g existed (W3) before that bump (K2), so the bumping waker's
-// OpenEvent (K3) finds it and sets it, and W5 returns at once or is released.
-// All atomics are sequentially consistent and the kernel object calls are
-// ordered with them by program order in each thread, which is all the
-// argument uses.
+// K3, whose range s..g' contains g' = g (I1), finds it and sets it, and W5
+// returns at once or is released. All atomics are sequentially consistent and
+// the kernel object calls are ordered with them by program order in each
+// thread, which is all the argument uses.
+//
+// No stranded sleeper when a waker dies: a process can die (killed, or
+// os.Exit in another goroutine) at any point of a Wake. Dying before K2
+// changes nothing shared. Dying after K2 but before its K4 leaves sig at or
+// before g', so by I1 and I2 the next Wake of the bucket that completes, by
+// any process, has g' in its range s..g'' and sets that event again: any
+// signal of generation h comes after the bump that ended h, so by I3 it
+// reaches every sleeper of h still asleep. (Without sig, as this protocol
+// once was, each Wake set only its own generation's event, and the sleepers
+// of a dead waker's generation slept until their timeout, for ever if they
+// had none, however many times the word was woken later.) The other ways
+// considered: a sleeper that also waits on the next generation's event only
+// survives one death in a row, and a sleeper that re-checks after a bounded
+// sleep turns every untimed wait into a slow poll; sig costs nothing on the
+// common path (range of one generation, one more CAS).
 //
 // What this gives up, compared with futex(2), is precision, never safety:
 // every Wake releases all the sleepers of the bucket (any n, and sleepers on
 // other words that share the bucket), who see a spurious wake-up, re-check
 // and sleep again; Wake's count is how many were registered, an upper bound.
 // A process killed between W1 and W6 leaves its count behind, which only
-// costs later Wakes an OpenEvent that finds nothing.
+// costs later Wakes an OpenEvent that finds nothing. A generation counter of
+// 20 bits means a sleeper preempted between W1 and W4 for exactly a multiple
+// of 2^20 wakes of its bucket would sleep until the next one: at a
+// microsecond or more per wake (a system call each) that is a second of wakes
+// while the sleeper stays stopped inside one system call (W3).
 //
 // A word outside any registered mapping (process-private memory, a mapping
 // from another library, a read-only view) falls back to WaitOnAddress, which
@@ -72,6 +109,32 @@ const Buckets = 128
 
 // pollInterval caps one sleep of the fallback for unregistered memory.
 const pollInterval = time.Millisecond
+
+// The fields of a bucket word (see the comment at the top).
+const (
+	waitersMask = 1<<23 - 1
+	genShift    = 24
+	sigShift    = 44
+	genMask     = 1<<20 - 1
+	// maxLag bounds how many generations one Wake sets: more wakers than
+	// that between K2 and K4 at once (alive or dead) cannot happen short
+	// of a corrupted word, whose range must not cost a million calls.
+	maxLag = 1 << 12
+)
+
+func genOf(w uint64) uint32 { return uint32(w>>genShift) & genMask }
+func sigOf(w uint64) uint32 { return uint32(w>>sigShift) & genMask }
+
+func withGen(w uint64, g uint32) uint64 {
+	return w&^(genMask<<genShift) | uint64(g&genMask)<<genShift
+}
+
+func withSig(w uint64, g uint32) uint64 {
+	return w&^(genMask<<sigShift) | uint64(g&genMask)<<sigShift
+}
+
+// behind returns how many generations h is behind g (modulo 2^20).
+func behind(g, h uint32) uint32 { return (g - h) & genMask }
 
 type region struct {
 	base, end uintptr
@@ -188,9 +251,9 @@ func Wait(addr *uint32, val uint32, timeout time.Duration) error {
 		return waitLocal(addr, val, timeout)
 	}
 	b, w := r.bucket(addr)
-	g := uint32(atomic.AddUint64(w, 1) >> 32) // W1
-	defer atomic.AddUint64(w, ^uint64(0))     // W6
-	if atomic.LoadUint32(addr) != val {       // W2
+	g := genOf(atomic.AddUint64(w, 1))    // W1
+	defer atomic.AddUint64(w, ^uint64(0)) // W6
+	if atomic.LoadUint32(addr) != val {   // W2
 		return nil
 	}
 	key := eventKey{r, b, g}
@@ -200,7 +263,7 @@ func Wait(addr *uint32, val uint32, timeout time.Duration) error {
 		return sleepPoll(timeout)
 	}
 	defer events.release(key)
-	if uint32(atomic.LoadUint64(w)>>32) != g { // W4
+	if genOf(atomic.LoadUint64(w)) != g { // W4
 		return nil
 	}
 	ms, capped := millis(timeout)
@@ -229,22 +292,55 @@ func Wake(addr *uint32, n int) int {
 		return wakeLocal(addr, n)
 	}
 	b, w := r.bucket(addr)
-	var old uint64
+	old, ok := bump(w)
+	if !ok {
+		return 0
+	}
+	r.signal(b, w, sigOf(old), genOf(old))
+	return min(int(old&waitersMask), n)
+}
+
+// bump is K1 and K2 of Wake: it returns the bucket word as it was before
+// the bump, or ok false if no sleeper is registered.
+func bump(w *uint64) (old uint64, ok bool) {
 	for {
 		old = atomic.LoadUint64(w)
-		if uint32(old) == 0 { // K1
-			return 0
+		if old&waitersMask == 0 { // K1
+			return old, false
 		}
-		if atomic.CompareAndSwapUint64(w, old, old+1<<32) { // K2
+		if atomic.CompareAndSwapUint64(w, old, withGen(old, genOf(old)+1)) { // K2
+			return old, true
+		}
+	}
+}
+
+// signal is K3 and K4 of Wake: it sets the events of generations from to
+// to, those that exist, then moves sig past to.
+func (r *region) signal(b uint32, w *uint64, from, to uint32) {
+	if behind(to, from) > maxLag {
+		from = (to - maxLag) & genMask
+	}
+	var buf nameBuf
+	for h := from; ; h = (h + 1) & genMask {
+		if ev, err := windows.OpenEvent(windows.EVENT_MODIFY_STATE, false, r.eventName(&buf, b, h)); err == nil { // K3
+			windows.SetEvent(ev)
+			windows.CloseHandle(ev)
+		}
+		if h == to {
 			break
 		}
 	}
-	var buf nameBuf
-	if h, err := windows.OpenEvent(windows.EVENT_MODIFY_STATE, false, r.eventName(&buf, b, uint32(old>>32))); err == nil { // K3
-		windows.SetEvent(h)
-		windows.CloseHandle(h)
+	next := (to + 1) & genMask
+	for { // K4
+		old := atomic.LoadUint64(w)
+		g := genOf(old)
+		if behind(g, sigOf(old)) <= behind(g, next) {
+			return // another waker moved it there or past it already
+		}
+		if atomic.CompareAndSwapUint64(w, old, withSig(old, next)) {
+			return
+		}
 	}
-	return min(int(uint32(old)), n)
 }
 
 // events caches this process's handles to the events its goroutines sleep

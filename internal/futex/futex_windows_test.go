@@ -20,28 +20,60 @@ import (
 // package, laid out as package shm lays out its segments (bucket table in
 // the same mapping).
 func mapped(t *testing.T) *uint32 {
+	w, _ := mappedNamed(t)
+	return w
+}
+
+// mappedNamed is mapped, and also returns the mapping's name, for a child
+// process to open it (openMapped).
+func mappedNamed(t *testing.T) (*uint32, string) {
 	t.Helper()
 	name := fmt.Sprintf(`Local\futextest-%d-%d`, os.Getpid(), time.Now().UnixNano())
 	n, _ := windows.UTF16PtrFromString(name)
-	const size = 8192
-	h, err := windows.CreateFileMapping(windows.InvalidHandle, nil, windows.PAGE_READWRITE, 0, size, n)
+	h, err := windows.CreateFileMapping(windows.InvalidHandle, nil, windows.PAGE_READWRITE, 0, mappedSize, n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	view, err := windows.MapViewOfFile(h, windows.FILE_MAP_READ|windows.FILE_MAP_WRITE, 0, 0, 0)
+	w, view, err := registerView(h, name)
 	if err != nil {
 		windows.CloseHandle(h)
 		t.Fatal(err)
 	}
-	b := unsafe.Slice((*byte)(*(*unsafe.Pointer)(unsafe.Pointer(&view))), size)
-	Register(view, size, (*[Buckets]uint64)(unsafe.Pointer(&b[4096])), name)
 	t.Cleanup(func() {
 		Unregister(view)
 		windows.UnmapViewOfFile(view)
 		windows.CloseHandle(h)
 	})
-	return (*uint32)(unsafe.Pointer(&b[64]))
+	return w, name
 }
+
+const mappedSize = 8192
+
+// registerView maps the mapping h named name, registers it as package shm
+// would, and returns the test word (offset 64) and the view.
+func registerView(h windows.Handle, name string) (*uint32, uintptr, error) {
+	view, err := windows.MapViewOfFile(h, windows.FILE_MAP_READ|windows.FILE_MAP_WRITE, 0, 0, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	b := unsafe.Slice((*byte)(*(*unsafe.Pointer)(unsafe.Pointer(&view))), mappedSize)
+	Register(view, mappedSize, (*[Buckets]uint64)(unsafe.Pointer(&b[4096])), name)
+	return (*uint32)(unsafe.Pointer(&b[64])), view, nil
+}
+
+// openMapped opens, in a child process, the mapping a parent made with
+// mappedNamed, and returns its test word.
+func openMapped(name string) (*uint32, error) {
+	n, _ := windows.UTF16PtrFromString(name)
+	r, _, e := procOpenFileMappingW.Call(windows.FILE_MAP_READ|windows.FILE_MAP_WRITE, 0, uintptr(unsafe.Pointer(n)))
+	if r == 0 {
+		return nil, e
+	}
+	w, _, err := registerView(windows.Handle(r), name)
+	return w, err
+}
+
+var procOpenFileMappingW = windows.NewLazySystemDLL("kernel32.dll").NewProc("OpenFileMappingW")
 
 func both(t *testing.T, f func(t *testing.T, w *uint32)) {
 	t.Run("mapped", func(t *testing.T) { f(t, mapped(t)) })
