@@ -134,7 +134,7 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 	if o.populate {
 		touch(view, r)
 	}
-	futex.Register(view, uintptr(r), &t.buckets, obj)
+	futex.Register(view, uintptr(r), &t.buckets, obj, mappingSecurity(h, obj))
 	return unsafe.Slice((*byte)(addr(view)), size), osSegment{h: h, view: view, r: r, obj: obj}, nil
 }
 
@@ -180,7 +180,7 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 		}
 		size = t.size
 		if !o.readOnly {
-			futex.Register(view, uintptr(r), &t.buckets, obj)
+			futex.Register(view, uintptr(r), &t.buckets, obj, mappingSecurity(h, obj))
 		}
 	}
 	if size == 0 || size > maxSize {
@@ -206,6 +206,32 @@ func openMapping(obj string, readOnly bool) (windows.Handle, error) {
 		return 0, mapError(e)
 	}
 	return windows.Handle(r), nil
+}
+
+// mappingSecurity returns the DACL and integrity label of the mapping h,
+// named obj, for the futex events to copy (nil if they cannot be read). The
+// creator's handle may read them; an opener's handle has only the map rights
+// it asked for, so it opens the mapping again for READ_CONTROL alone (the
+// same mapping: the name cannot change hands while h is open).
+func mappingSecurity(h windows.Handle, obj string) *windows.SECURITY_DESCRIPTOR {
+	const info = windows.DACL_SECURITY_INFORMATION | windows.LABEL_SECURITY_INFORMATION
+	if sd, err := windows.GetSecurityInfo(h, windows.SE_KERNEL_OBJECT, info); err == nil {
+		return sd
+	}
+	wname, err := windows.UTF16PtrFromString(obj)
+	if err != nil {
+		return nil
+	}
+	rc, _, _ := procOpenFileMappingW.Call(windows.READ_CONTROL, 0, uintptr(unsafe.Pointer(wname)))
+	if rc == 0 {
+		return nil
+	}
+	defer windows.CloseHandle(windows.Handle(rc))
+	sd, err := windows.GetSecurityInfo(windows.Handle(rc), windows.SE_KERNEL_OBJECT, info)
+	if err != nil {
+		return nil
+	}
+	return sd
 }
 
 // mapView maps the whole mapping and returns its start and size as the

@@ -714,3 +714,27 @@ func TestWindowsLinkFiles(t *testing.T) {
 		t.Fatalf("the owner's Close left the link file: %v", err)
 	}
 }
+
+// TestWindowsMappingSecurity: both the creator and an opener (whose handle
+// has only map rights) can read the mapping's security descriptor, which
+// the futex events copy.
+func TestWindowsMappingSecurity(t *testing.T) {
+	name := testName(t)
+	s, err := Create(name, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	o, err := Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	for _, seg := range []*Segment{s, o} {
+		if sd := mappingSecurity(seg.sys.h, seg.sys.obj); sd == nil {
+			t.Fatalf("cannot read the security of the mapping through %v's handle", seg.sys.h)
+		} else {
+			t.Logf("mapping security: %q", sd.String())
+		}
+	}
+}

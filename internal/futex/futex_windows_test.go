@@ -30,7 +30,9 @@ func mappedNamed(t *testing.T) (*uint32, string) {
 	t.Helper()
 	name := fmt.Sprintf(`Local\futextest-%d-%d`, os.Getpid(), time.Now().UnixNano())
 	n, _ := windows.UTF16PtrFromString(name)
-	h, err := windows.CreateFileMapping(windows.InvalidHandle, nil, windows.PAGE_READWRITE, 0, mappedSize, n)
+	// With an explicit DACL, as Windows gives every object (Wine gives
+	// none by default), so that the events copy it.
+	h, err := windows.CreateFileMapping(windows.InvalidHandle, userOnly(t), windows.PAGE_READWRITE, 0, mappedSize, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +51,22 @@ func mappedNamed(t *testing.T) (*uint32, string) {
 
 const mappedSize = 8192
 
+// userOnly returns security attributes that grant all access to this
+// process's user and SYSTEM, and nothing to anyone else: what Windows
+// gives an object by default.
+func userOnly(t *testing.T) *windows.SecurityAttributes {
+	t.Helper()
+	u, err := windows.GetCurrentProcessToken().GetTokenUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, err := windows.SecurityDescriptorFromString("D:(A;;GA;;;" + u.User.Sid.String() + ")(A;;GA;;;SY)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &windows.SecurityAttributes{Length: uint32(unsafe.Sizeof(windows.SecurityAttributes{})), SecurityDescriptor: sd}
+}
+
 // registerView maps the mapping h named name, registers it as package shm
 // would, and returns the test word (offset 64) and the view.
 func registerView(h windows.Handle, name string) (*uint32, uintptr, error) {
@@ -57,7 +75,8 @@ func registerView(h windows.Handle, name string) (*uint32, uintptr, error) {
 		return nil, 0, err
 	}
 	b := unsafe.Slice((*byte)(*(*unsafe.Pointer)(unsafe.Pointer(&view))), mappedSize)
-	Register(view, mappedSize, (*[Buckets]uint64)(unsafe.Pointer(&b[4096])), name)
+	sd, _ := windows.GetSecurityInfo(h, windows.SE_KERNEL_OBJECT, windows.DACL_SECURITY_INFORMATION|windows.LABEL_SECURITY_INFORMATION)
+	Register(view, mappedSize, (*[Buckets]uint64)(unsafe.Pointer(&b[4096])), name, sd)
 	return (*uint32)(unsafe.Pointer(&b[64])), view, nil
 }
 
@@ -65,7 +84,7 @@ func registerView(h windows.Handle, name string) (*uint32, uintptr, error) {
 // mappedNamed, and returns its test word.
 func openMapped(name string) (*uint32, error) {
 	n, _ := windows.UTF16PtrFromString(name)
-	r, _, e := procOpenFileMappingW.Call(windows.FILE_MAP_READ|windows.FILE_MAP_WRITE, 0, uintptr(unsafe.Pointer(n)))
+	r, _, e := procOpenFileMappingW.Call(windows.FILE_MAP_READ|windows.FILE_MAP_WRITE|windows.READ_CONTROL, 0, uintptr(unsafe.Pointer(n)))
 	if r == 0 {
 		return nil, e
 	}

@@ -120,6 +120,7 @@ func released(t *testing.T, done <-chan error, d time.Duration, what string) boo
 // died before setting the event its sleeper sleeps on; a later Wake of the
 // same word must release that sleeper, promptly.
 func TestWindowsWakerDiesAfterBump(t *testing.T) {
+	setBackstop(t, time.Hour) // the fix under test, not the backstop, must release it
 	for trial := range 3 {
 		w, name := mappedNamed(t)
 		done := sleeper(w)
@@ -140,6 +141,7 @@ func TestWindowsWakerDiesAfterBump(t *testing.T) {
 // wakes a bucket in a loop, then wakes the sleeper's word once: whatever
 // point of Wake the child died at, the sleeper must be released.
 func TestWindowsWakerKilledInWake(t *testing.T) {
+	setBackstop(t, time.Hour)
 	trials := 12
 	if testing.Short() {
 		trials = 4
@@ -176,4 +178,10 @@ func TestWindowsWakerKilledInWake(t *testing.T) {
 	if stuck > 0 {
 		t.Fatalf("%d of %d sleepers stranded by a waker killed inside Wake", stuck, trials)
 	}
+}
+
+// setBackstop sets the backstop for the rest of the test.
+func setBackstop(t *testing.T, d time.Duration) {
+	old := backstop.Swap(int64(d))
+	t.Cleanup(func() { backstop.Store(old) })
 }
