@@ -129,7 +129,7 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 		return nil, osSegment{}, fmt.Errorf("the system mapped %d bytes of %d", r, total)
 	}
 	t := trailerAt(view, r)
-	t.size = uint64(size)
+	atomic.StoreUint64(&t.size, uint64(size))
 	atomic.StoreUint64(&t.magic, trailerMagic)
 	if o.populate {
 		touch(view, r)
@@ -169,7 +169,7 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 		windows.CloseHandle(h)
 		return nil, osSegment{}, err
 	}
-	t, err := waitTrailer(obj, view, r)
+	t, tsize, err := waitTrailer(obj, view, r)
 	if err != nil {
 		return fail(err)
 	}
@@ -178,7 +178,7 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 		if atomic.LoadUint64(&t.flags)&flagRemoved != 0 {
 			return fail(fmt.Errorf("%w: segment was removed (it lives on until its last user closes it)", fs.ErrNotExist))
 		}
-		size = t.size
+		size = tsize // read once, and checked, by findTrailer
 		if !o.readOnly {
 			futex.Register(view, uintptr(r), &t.buckets, obj, mappingSecurity(h, obj))
 		}
@@ -262,32 +262,38 @@ func trailerAt(view, r uintptr) *trailer {
 	return (*trailer)(addr(view + r - trailerSize))
 }
 
-// findTrailer returns the view's trailer, or nil if it has none (yet).
-func findTrailer(view, r uintptr) *trailer {
+// findTrailer returns the view's trailer and the size it records, or nil if
+// the view has none (yet). Any process that maps the segment can rewrite the
+// trailer at any time, so the size is read once, here, and checked: callers
+// use the size returned, never t.size. A trailer (its magic says this
+// package wrote it) whose size does not fit the view is an error, returned
+// with t, since the segment is not another program's either.
+func findTrailer(view, r uintptr) (t *trailer, size uint64, err error) {
 	if r < trailerSize {
-		return nil
+		return nil, 0, nil
 	}
-	t := trailerAt(view, r)
+	t = trailerAt(view, r)
 	if atomic.LoadUint64(&t.magic) != trailerMagic {
-		return nil
+		return nil, 0, nil
 	}
+	size = atomic.LoadUint64(&t.size)
 	// A trailer this package wrote sits in the last page past its size.
-	if t.size > uint64(r-trailerSize) || uint64(r-trailerSize)-t.size >= 1<<16 {
-		return nil
+	if size == 0 || size > uint64(r-trailerSize) || uint64(r-trailerSize)-size >= 1<<16 {
+		return t, 0, fmt.Errorf("%w: the trailer records %d bytes in a view of %d", ErrInvalidSize, size, r)
 	}
-	return t
+	return t, size, nil
 }
 
-// waitTrailer returns the trailer of a mapping just opened, waiting for a
-// creator that is still writing it, or nil for a mapping made by another
-// program.
-func waitTrailer(obj string, view, r uintptr) (*trailer, error) {
-	if t := findTrailer(view, r); t != nil {
-		return t, nil
+// waitTrailer returns the trailer of a mapping just opened and its size (see
+// findTrailer), waiting for a creator that is still writing it, or nil for a
+// mapping made by another program.
+func waitTrailer(obj string, view, r uintptr) (*trailer, uint64, error) {
+	if t, size, err := findTrailer(view, r); t != nil {
+		return t, size, err
 	}
 	n, err := windows.UTF16PtrFromString(obj + "/init")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	deadline := time.Now().Add(initWait)
 	for {
@@ -296,15 +302,15 @@ func waitTrailer(obj string, view, r uintptr) (*trailer, error) {
 			// No creator is busy with it: the trailer is there now, or
 			// never will be (another program's mapping, or a creator that
 			// died before writing it).
-			return findTrailer(view, r), nil
+			return findTrailer(view, r)
 		}
 		windows.WaitForSingleObject(ev, 50)
 		windows.CloseHandle(ev)
-		if t := findTrailer(view, r); t != nil {
-			return t, nil
+		if t, size, err := findTrailer(view, r); t != nil {
+			return t, size, err
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w: its creator did not finish creating it within %v", ErrNotReady, initWait)
+			return nil, 0, fmt.Errorf("%w: its creator did not finish creating it within %v", ErrNotReady, initWait)
 		}
 		// Set by a creator that lost the race for the name while the
 		// winner is still at work: try again shortly.
@@ -351,7 +357,8 @@ func removeByName(obj string) error {
 		return mapError(err)
 	}
 	defer windows.UnmapViewOfFile(view)
-	return markRemoved(findTrailer(view, r))
+	t, _, _ := findTrailer(view, r) // marked even if its size is bad
+	return markRemoved(t)
 }
 
 // osRemoveOwned marks the segment s removed through its own mapping. Unlike
@@ -367,7 +374,8 @@ func osRemoveOwned(_ string, s *osSegment) error {
 	if s.readOnly {
 		return removeByName(s.obj)
 	}
-	return markRemoved(findTrailer(s.view, s.r))
+	t, _, _ := findTrailer(s.view, s.r)
+	return markRemoved(t)
 }
 
 // markRemoved sets flagRemoved in t, or reports fs.ErrNotExist if it was

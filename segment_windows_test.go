@@ -738,3 +738,63 @@ func TestWindowsMappingSecurity(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowsTrailerSizeFlip: a peer rewrites the size in the trailer while
+// Open reads it. Open must read it once: it returns a segment of the size
+// it checked, or an error, never a slice past the mapping (a size checked
+// and then read again gave Bytes() of 1 TiB over a 4 KiB view).
+func TestWindowsTrailerSizeFlip(t *testing.T) {
+	const size = 100
+	name := testName(t)
+	s, err := Create(name, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tr := trailerAt(s.sys.view, s.sys.r)
+	stop := make(chan struct{})
+	var flipper sync.WaitGroup
+	flipper.Add(1)
+	go func() {
+		defer flipper.Done()
+		for {
+			select {
+			case <-stop:
+				atomic.StoreUint64(&tr.size, size)
+				return
+			default:
+			}
+			for range 64 {
+				atomic.StoreUint64(&tr.size, 1<<40)
+				atomic.StoreUint64(&tr.size, size)
+			}
+		}
+	}()
+	var opened, failed int
+	sizes := map[int]int{}
+	for start := time.Now(); time.Since(start) < 3*time.Second; {
+		o, err := Open(name)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidSize) {
+				close(stop)
+				t.Fatalf("Open while the size flips: %v", err)
+			}
+			failed++
+			continue
+		}
+		opened++
+		if n := len(o.Bytes()); n != size {
+			sizes[n]++
+		}
+		o.Close()
+	}
+	close(stop)
+	flipper.Wait()
+	t.Logf("%d opens, %d refused", opened, failed)
+	if len(sizes) > 0 {
+		t.Fatalf("Open gave segments of the wrong size (size: count): %v", sizes)
+	}
+	if opened == 0 {
+		t.Fatal("no Open succeeded")
+	}
+}
