@@ -345,7 +345,10 @@ func osRemove(name string) error {
 }
 
 // removeByName marks the mapping named obj removed, through a view of its
-// own.
+// own. Like Open, it waits for a creator that is still writing the trailer:
+// a mapping without one yet is not another program's, and leaving it alone
+// would report success while the segment stays openable once its creator
+// is done.
 func removeByName(obj string) error {
 	h, err := openMapping(obj, false)
 	if err != nil {
@@ -357,8 +360,11 @@ func removeByName(obj string) error {
 		return mapError(err)
 	}
 	defer windows.UnmapViewOfFile(view)
-	t, _, _ := findTrailer(view, r) // marked even if its size is bad
-	return markRemoved(t)
+	t, _, err := waitTrailer(obj, view, r)
+	if t == nil && err != nil {
+		return err // its creator did not finish (ErrNotReady)
+	}
+	return markRemoved(t) // marked even if its size is bad
 }
 
 // osRemoveOwned marks the segment s removed through its own mapping. Unlike

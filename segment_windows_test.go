@@ -798,3 +798,67 @@ func TestWindowsTrailerSizeFlip(t *testing.T) {
 		t.Fatal("no Open succeeded")
 	}
 }
+
+// TestWindowsRemoveRacesCreate runs Remove against a concurrent Create of the
+// same name, many times. Remove must either remove the segment (Open then
+// fails with fs.ErrNotExist) or report fs.ErrNotExist (it did not exist
+// yet): never success while the segment stays openable. RemoveLink takes
+// the same path.
+func TestWindowsRemoveRacesCreate(t *testing.T) {
+	const trials = 300
+	var removed, notYet, stillThere int
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; i < trials && time.Now().Before(deadline); i++ {
+		name := testName(t)
+		start := make(chan struct{})
+		var seg *Segment
+		var cerr error
+		created := make(chan struct{})
+		go func() {
+			<-start
+			seg, cerr = Create(name, 64)
+			close(created)
+		}()
+		close(start)
+		// Remove until it finds the name: the first time it does is, as
+		// often as not, while Create is still at work on it.
+		var rerr error
+		for {
+			finished := false
+			select {
+			case <-created:
+				finished = true
+			default:
+			}
+			rerr = Remove(name)
+			if finished || !errors.Is(rerr, fs.ErrNotExist) {
+				break
+			}
+		}
+		<-created
+		if cerr != nil {
+			t.Fatalf("trial %d: Create: %v", i, cerr)
+		}
+		switch {
+		case rerr == nil:
+			o, err := Open(name)
+			if err == nil {
+				o.Close()
+				stillThere++
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("trial %d: Open after a successful Remove: %v", i, err)
+			} else {
+				removed++
+			}
+		case errors.Is(rerr, fs.ErrNotExist):
+			notYet++
+		default:
+			t.Fatalf("trial %d: Remove: %v", i, rerr)
+		}
+		seg.Close()
+	}
+	t.Logf("Remove removed %d, found nothing yet %d, reported success but removed nothing %d", removed, notYet, stillThere)
+	if stillThere > 0 {
+		t.Fatalf("Remove reported success %d times while the segment stayed openable", stillThere)
+	}
+}
