@@ -105,7 +105,9 @@ import (
 // are reached by the backstop, which bounds every sleep on an event (a
 // spurious wake-up for the caller, once a second at most). So a refused wake
 // arrives late, never not at all. Any other failure to open an existing
-// event (out of handles) is reached by the backstop too.
+// event (out of handles) is reached by the backstop too. The backstop is
+// not what reaches the sleepers of a dead waker: sig does, with the next
+// Wake (the tests take the backstop away to show it).
 //
 // What this gives up, compared with futex(2), is precision, never safety:
 // every Wake releases all the sleepers of the bucket (any n, and sleepers on
@@ -114,7 +116,8 @@ import (
 // A process killed between W1 and W6 leaves its count behind, which only
 // costs later Wakes an OpenEvent that finds nothing. A generation counter of
 // 20 bits means a sleeper preempted between W1 and W4 for exactly a multiple
-// of 2^20 wakes of its bucket would sleep until the next one: at a
+// of 2^20 wakes of its bucket would sleep until the next one (or the
+// backstop): at a
 // microsecond or more per wake (a system call each) that is a second of wakes
 // while the sleeper stays stopped inside one system call (W3).
 //
