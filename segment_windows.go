@@ -54,8 +54,11 @@ type osSegment struct {
 }
 
 const (
-	trailerSize  = futex.Buckets*8 + 24
-	trailerMagic = 0x31_6e_69_77_6d_68_73_00 // "\x00shmwin1", little-endian
+	trailerSize = futex.Buckets*8 + 24
+	// "\x00shmwin2", little-endian. Version 2: the bucket words hold the
+	// wake protocol of internal/futex that survives a waker's death (sig),
+	// which version 1 processes would not keep; they see no trailer here.
+	trailerMagic = 0x32_6e_69_77_6d_68_73_00
 	flagRemoved  = 1
 	// initWait bounds how long an opener waits for a creator that is
 	// writing the trailer (a few microseconds of work).
@@ -126,12 +129,12 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 		return nil, osSegment{}, fmt.Errorf("the system mapped %d bytes of %d", r, total)
 	}
 	t := trailerAt(view, r)
-	t.size = uint64(size)
+	atomic.StoreUint64(&t.size, uint64(size))
 	atomic.StoreUint64(&t.magic, trailerMagic)
 	if o.populate {
 		touch(view, r)
 	}
-	futex.Register(view, uintptr(r), &t.buckets, obj)
+	futex.Register(view, uintptr(r), &t.buckets, obj, mappingSecurity(h, obj))
 	return unsafe.Slice((*byte)(addr(view)), size), osSegment{h: h, view: view, r: r, obj: obj}, nil
 }
 
@@ -166,7 +169,7 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 		windows.CloseHandle(h)
 		return nil, osSegment{}, err
 	}
-	t, err := waitTrailer(obj, view, r)
+	t, tsize, err := waitTrailer(obj, view, r)
 	if err != nil {
 		return fail(err)
 	}
@@ -175,9 +178,9 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 		if atomic.LoadUint64(&t.flags)&flagRemoved != 0 {
 			return fail(fmt.Errorf("%w: segment was removed (it lives on until its last user closes it)", fs.ErrNotExist))
 		}
-		size = t.size
+		size = tsize // read once, and checked, by findTrailer
 		if !o.readOnly {
-			futex.Register(view, uintptr(r), &t.buckets, obj)
+			futex.Register(view, uintptr(r), &t.buckets, obj, mappingSecurity(h, obj))
 		}
 	}
 	if size == 0 || size > maxSize {
@@ -203,6 +206,32 @@ func openMapping(obj string, readOnly bool) (windows.Handle, error) {
 		return 0, mapError(e)
 	}
 	return windows.Handle(r), nil
+}
+
+// mappingSecurity returns the DACL and integrity label of the mapping h,
+// named obj, for the futex events to copy (nil if they cannot be read). The
+// creator's handle may read them; an opener's handle has only the map rights
+// it asked for, so it opens the mapping again for READ_CONTROL alone (the
+// same mapping: the name cannot change hands while h is open).
+func mappingSecurity(h windows.Handle, obj string) *windows.SECURITY_DESCRIPTOR {
+	const info = windows.DACL_SECURITY_INFORMATION | windows.LABEL_SECURITY_INFORMATION
+	if sd, err := windows.GetSecurityInfo(h, windows.SE_KERNEL_OBJECT, info); err == nil {
+		return sd
+	}
+	wname, err := windows.UTF16PtrFromString(obj)
+	if err != nil {
+		return nil
+	}
+	rc, _, _ := procOpenFileMappingW.Call(windows.READ_CONTROL, 0, uintptr(unsafe.Pointer(wname)))
+	if rc == 0 {
+		return nil
+	}
+	defer windows.CloseHandle(windows.Handle(rc))
+	sd, err := windows.GetSecurityInfo(windows.Handle(rc), windows.SE_KERNEL_OBJECT, info)
+	if err != nil {
+		return nil
+	}
+	return sd
 }
 
 // mapView maps the whole mapping and returns its start and size as the
@@ -233,32 +262,38 @@ func trailerAt(view, r uintptr) *trailer {
 	return (*trailer)(addr(view + r - trailerSize))
 }
 
-// findTrailer returns the view's trailer, or nil if it has none (yet).
-func findTrailer(view, r uintptr) *trailer {
+// findTrailer returns the view's trailer and the size it records, or nil if
+// the view has none (yet). Any process that maps the segment can rewrite the
+// trailer at any time, so the size is read once, here, and checked: callers
+// use the size returned, never t.size. A trailer (its magic says this
+// package wrote it) whose size does not fit the view is an error, returned
+// with t, since the segment is not another program's either.
+func findTrailer(view, r uintptr) (t *trailer, size uint64, err error) {
 	if r < trailerSize {
-		return nil
+		return nil, 0, nil
 	}
-	t := trailerAt(view, r)
+	t = trailerAt(view, r)
 	if atomic.LoadUint64(&t.magic) != trailerMagic {
-		return nil
+		return nil, 0, nil
 	}
+	size = atomic.LoadUint64(&t.size)
 	// A trailer this package wrote sits in the last page past its size.
-	if t.size > uint64(r-trailerSize) || uint64(r-trailerSize)-t.size >= 1<<16 {
-		return nil
+	if size == 0 || size > uint64(r-trailerSize) || uint64(r-trailerSize)-size >= 1<<16 {
+		return t, 0, fmt.Errorf("%w: the trailer records %d bytes in a view of %d", ErrInvalidSize, size, r)
 	}
-	return t
+	return t, size, nil
 }
 
-// waitTrailer returns the trailer of a mapping just opened, waiting for a
-// creator that is still writing it, or nil for a mapping made by another
-// program.
-func waitTrailer(obj string, view, r uintptr) (*trailer, error) {
-	if t := findTrailer(view, r); t != nil {
-		return t, nil
+// waitTrailer returns the trailer of a mapping just opened and its size (see
+// findTrailer), waiting for a creator that is still writing it, or nil for a
+// mapping made by another program.
+func waitTrailer(obj string, view, r uintptr) (*trailer, uint64, error) {
+	if t, size, err := findTrailer(view, r); t != nil {
+		return t, size, err
 	}
 	n, err := windows.UTF16PtrFromString(obj + "/init")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	deadline := time.Now().Add(initWait)
 	for {
@@ -267,15 +302,15 @@ func waitTrailer(obj string, view, r uintptr) (*trailer, error) {
 			// No creator is busy with it: the trailer is there now, or
 			// never will be (another program's mapping, or a creator that
 			// died before writing it).
-			return findTrailer(view, r), nil
+			return findTrailer(view, r)
 		}
 		windows.WaitForSingleObject(ev, 50)
 		windows.CloseHandle(ev)
-		if t := findTrailer(view, r); t != nil {
-			return t, nil
+		if t, size, err := findTrailer(view, r); t != nil {
+			return t, size, err
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w: its creator did not finish creating it within %v", ErrNotReady, initWait)
+			return nil, 0, fmt.Errorf("%w: its creator did not finish creating it within %v", ErrNotReady, initWait)
 		}
 		// Set by a creator that lost the race for the name while the
 		// winner is still at work: try again shortly.
@@ -310,7 +345,10 @@ func osRemove(name string) error {
 }
 
 // removeByName marks the mapping named obj removed, through a view of its
-// own.
+// own. Like Open, it waits for a creator that is still writing the trailer:
+// a mapping without one yet is not another program's, and leaving it alone
+// would report success while the segment stays openable once its creator
+// is done.
 func removeByName(obj string) error {
 	h, err := openMapping(obj, false)
 	if err != nil {
@@ -322,7 +360,11 @@ func removeByName(obj string) error {
 		return mapError(err)
 	}
 	defer windows.UnmapViewOfFile(view)
-	return markRemoved(findTrailer(view, r))
+	t, _, err := waitTrailer(obj, view, r)
+	if t == nil && err != nil {
+		return err // its creator did not finish (ErrNotReady)
+	}
+	return markRemoved(t) // marked even if its size is bad
 }
 
 // osRemoveOwned marks the segment s removed through its own mapping. Unlike
@@ -338,7 +380,8 @@ func osRemoveOwned(_ string, s *osSegment) error {
 	if s.readOnly {
 		return removeByName(s.obj)
 	}
-	return markRemoved(findTrailer(s.view, s.r))
+	t, _, _ := findTrailer(s.view, s.r)
+	return markRemoved(t)
 }
 
 // markRemoved sets flagRemoved in t, or reports fs.ErrNotExist if it was

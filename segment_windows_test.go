@@ -714,3 +714,151 @@ func TestWindowsLinkFiles(t *testing.T) {
 		t.Fatalf("the owner's Close left the link file: %v", err)
 	}
 }
+
+// TestWindowsMappingSecurity: both the creator and an opener (whose handle
+// has only map rights) can read the mapping's security descriptor, which
+// the futex events copy.
+func TestWindowsMappingSecurity(t *testing.T) {
+	name := testName(t)
+	s, err := Create(name, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	o, err := Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	for _, seg := range []*Segment{s, o} {
+		if sd := mappingSecurity(seg.sys.h, seg.sys.obj); sd == nil {
+			t.Fatalf("cannot read the security of the mapping through %v's handle", seg.sys.h)
+		} else {
+			t.Logf("mapping security: %q", sd.String())
+		}
+	}
+}
+
+// TestWindowsTrailerSizeFlip: a peer rewrites the size in the trailer while
+// Open reads it. Open must read it once: it returns a segment of the size
+// it checked, or an error, never a slice past the mapping (a size checked
+// and then read again gave Bytes() of 1 TiB over a 4 KiB view).
+func TestWindowsTrailerSizeFlip(t *testing.T) {
+	const size = 100
+	name := testName(t)
+	s, err := Create(name, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tr := trailerAt(s.sys.view, s.sys.r)
+	stop := make(chan struct{})
+	var flipper sync.WaitGroup
+	flipper.Add(1)
+	go func() {
+		defer flipper.Done()
+		for {
+			select {
+			case <-stop:
+				atomic.StoreUint64(&tr.size, size)
+				return
+			default:
+			}
+			for range 64 {
+				atomic.StoreUint64(&tr.size, 1<<40)
+				atomic.StoreUint64(&tr.size, size)
+			}
+		}
+	}()
+	var opened, failed int
+	sizes := map[int]int{}
+	for start := time.Now(); time.Since(start) < 3*time.Second; {
+		o, err := Open(name)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidSize) {
+				close(stop)
+				t.Fatalf("Open while the size flips: %v", err)
+			}
+			failed++
+			continue
+		}
+		opened++
+		if n := len(o.Bytes()); n != size {
+			sizes[n]++
+		}
+		o.Close()
+	}
+	close(stop)
+	flipper.Wait()
+	t.Logf("%d opens, %d refused", opened, failed)
+	if len(sizes) > 0 {
+		t.Fatalf("Open gave segments of the wrong size (size: count): %v", sizes)
+	}
+	if opened == 0 {
+		t.Fatal("no Open succeeded")
+	}
+}
+
+// TestWindowsRemoveRacesCreate runs Remove against a concurrent Create of the
+// same name, many times. Remove must either remove the segment (Open then
+// fails with fs.ErrNotExist) or report fs.ErrNotExist (it did not exist
+// yet): never success while the segment stays openable. RemoveLink takes
+// the same path.
+func TestWindowsRemoveRacesCreate(t *testing.T) {
+	const trials = 300
+	var removed, notYet, stillThere int
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; i < trials && time.Now().Before(deadline); i++ {
+		name := testName(t)
+		start := make(chan struct{})
+		var seg *Segment
+		var cerr error
+		created := make(chan struct{})
+		go func() {
+			<-start
+			seg, cerr = Create(name, 64)
+			close(created)
+		}()
+		close(start)
+		// Remove until it finds the name: the first time it does is, as
+		// often as not, while Create is still at work on it.
+		var rerr error
+		for {
+			finished := false
+			select {
+			case <-created:
+				finished = true
+			default:
+			}
+			rerr = Remove(name)
+			if finished || !errors.Is(rerr, fs.ErrNotExist) {
+				break
+			}
+		}
+		<-created
+		if cerr != nil {
+			t.Fatalf("trial %d: Create: %v", i, cerr)
+		}
+		switch {
+		case rerr == nil:
+			o, err := Open(name)
+			if err == nil {
+				o.Close()
+				stillThere++
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("trial %d: Open after a successful Remove: %v", i, err)
+			} else {
+				removed++
+			}
+		case errors.Is(rerr, fs.ErrNotExist):
+			notYet++
+		default:
+			t.Fatalf("trial %d: Remove: %v", i, rerr)
+		}
+		seg.Close()
+	}
+	t.Logf("Remove removed %d, found nothing yet %d, reported success but removed nothing %d", removed, notYet, stillThere)
+	if stillThere > 0 {
+		t.Fatalf("Remove reported success %d times while the segment stayed openable", stillThere)
+	}
+}

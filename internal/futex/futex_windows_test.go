@@ -20,28 +20,79 @@ import (
 // package, laid out as package shm lays out its segments (bucket table in
 // the same mapping).
 func mapped(t *testing.T) *uint32 {
+	w, _ := mappedNamed(t)
+	return w
+}
+
+// mappedNamed is mapped, and also returns the mapping's name, for a child
+// process to open it (openMapped).
+func mappedNamed(t *testing.T) (*uint32, string) {
 	t.Helper()
 	name := fmt.Sprintf(`Local\futextest-%d-%d`, os.Getpid(), time.Now().UnixNano())
 	n, _ := windows.UTF16PtrFromString(name)
-	const size = 8192
-	h, err := windows.CreateFileMapping(windows.InvalidHandle, nil, windows.PAGE_READWRITE, 0, size, n)
+	// With an explicit DACL, as Windows gives every object (Wine gives
+	// none by default), so that the events copy it.
+	h, err := windows.CreateFileMapping(windows.InvalidHandle, userOnly(t), windows.PAGE_READWRITE, 0, mappedSize, n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	view, err := windows.MapViewOfFile(h, windows.FILE_MAP_READ|windows.FILE_MAP_WRITE, 0, 0, 0)
+	w, view, err := registerView(h, name)
 	if err != nil {
 		windows.CloseHandle(h)
 		t.Fatal(err)
 	}
-	b := unsafe.Slice((*byte)(*(*unsafe.Pointer)(unsafe.Pointer(&view))), size)
-	Register(view, size, (*[Buckets]uint64)(unsafe.Pointer(&b[4096])), name)
 	t.Cleanup(func() {
 		Unregister(view)
 		windows.UnmapViewOfFile(view)
 		windows.CloseHandle(h)
 	})
-	return (*uint32)(unsafe.Pointer(&b[64]))
+	return w, name
 }
+
+const mappedSize = 8192
+
+// userOnly returns security attributes that grant all access to this
+// process's user and SYSTEM, and nothing to anyone else: what Windows
+// gives an object by default.
+func userOnly(t *testing.T) *windows.SecurityAttributes {
+	t.Helper()
+	u, err := windows.GetCurrentProcessToken().GetTokenUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, err := windows.SecurityDescriptorFromString("D:(A;;GA;;;" + u.User.Sid.String() + ")(A;;GA;;;SY)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &windows.SecurityAttributes{Length: uint32(unsafe.Sizeof(windows.SecurityAttributes{})), SecurityDescriptor: sd}
+}
+
+// registerView maps the mapping h named name, registers it as package shm
+// would, and returns the test word (offset 64) and the view.
+func registerView(h windows.Handle, name string) (*uint32, uintptr, error) {
+	view, err := windows.MapViewOfFile(h, windows.FILE_MAP_READ|windows.FILE_MAP_WRITE, 0, 0, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	b := unsafe.Slice((*byte)(*(*unsafe.Pointer)(unsafe.Pointer(&view))), mappedSize)
+	sd, _ := windows.GetSecurityInfo(h, windows.SE_KERNEL_OBJECT, windows.DACL_SECURITY_INFORMATION|windows.LABEL_SECURITY_INFORMATION)
+	Register(view, mappedSize, (*[Buckets]uint64)(unsafe.Pointer(&b[4096])), name, sd)
+	return (*uint32)(unsafe.Pointer(&b[64])), view, nil
+}
+
+// openMapped opens, in a child process, the mapping a parent made with
+// mappedNamed, and returns its test word.
+func openMapped(name string) (*uint32, error) {
+	n, _ := windows.UTF16PtrFromString(name)
+	r, _, e := procOpenFileMappingW.Call(windows.FILE_MAP_READ|windows.FILE_MAP_WRITE|windows.READ_CONTROL, 0, uintptr(unsafe.Pointer(n)))
+	if r == 0 {
+		return nil, e
+	}
+	w, _, err := registerView(windows.Handle(r), name)
+	return w, err
+}
+
+var procOpenFileMappingW = windows.NewLazySystemDLL("kernel32.dll").NewProc("OpenFileMappingW")
 
 func both(t *testing.T, f func(t *testing.T, w *uint32)) {
 	t.Run("mapped", func(t *testing.T) { f(t, mapped(t)) })
