@@ -45,22 +45,22 @@ import (
 // trusted before that.
 
 const (
-	headerSize      = 64
-	entrySize       = 32
-	layoutVersion   = 2
-	byteOrderTag    = 0x01020304
-	wordSize        = 8
-	primAlign       = 64
-	dataAlign       = 64
-	maxLocks        = 4096
-	maxEvents       = 4096
-	stateEmpty      = 0
-	stateInit       = 1
-	stateReady      = 2
-	offState        = 20
-	offCreator      = 36
-	offChecksum     = 44
-	eventFDPrimLen  = 32
+	headerSize     = 64
+	entrySize      = 32
+	layoutVersion  = 2
+	byteOrderTag   = 0x01020304
+	wordSize       = 8
+	primAlign      = 64
+	dataAlign      = 64
+	maxLocks       = 4096
+	maxEvents      = 4096
+	stateEmpty     = 0
+	stateInit      = 1
+	stateReady     = 2
+	offState       = 20
+	offCreator     = 36
+	offChecksum    = 44
+	eventFDPrimLen = 32
 )
 
 var magic = [8]byte{'G', 'O', 'S', 'H', 'M', 0, 0, 1}
@@ -349,9 +349,9 @@ func checkConfig(size int, locks []LockSpec, events []EventKind) error {
 //	4  [8]byte creator's owner token, as two 4-byte words, low word first
 //	16 [8]byte nonce naming the creator's socket
 const (
-	efdOffFD    = 0
+	efdOffFD      = 0
 	efdOffCreator = 4
-	efdOffNonce = 16
+	efdOffNonce   = 16
 )
 
 // writeEventFDSlots records in every eventfd primitive who serves it and
