@@ -48,10 +48,14 @@
 //
 // # Owner death
 //
-// Locks record which process holds them (its PID and a tag of its start
-// time, so a reused PID is not mistaken for the holder). A process that
-// waits for a lock whose holder died takes it over within about 20 ms and is
-// told: LockTimeout and LockContext return ErrOwnerDead with the lock held,
+// Locks record which process holds them (an owner token: its PID, for
+// people, and an instance number, so a reused PID is not mistaken for the
+// holder). On Linux whether that process is still there is the kernel's
+// verdict, not a PID lookup: each process holds a lock on one byte of every
+// segment file it has open, which the kernel drops when it dies, so a holder
+// in another PID namespace or container is judged as well as a local one.
+// A process that waits for a lock whose holder died takes it over within
+// about 20 ms of waiting, however short its calls' timeouts, and is told: LockTimeout and LockContext return ErrOwnerDead with the lock held,
 // the lock stays marked (OwnerDied) until MarkConsistent, as with
 // pthread_mutex_consistent. Lock recovers the same way, silently. A dead
 // reader's share of an RWMutex is released by the writer that waits for it.

@@ -5,7 +5,6 @@ import (
 	"unsafe"
 
 	"github.com/go-shm/shm/internal/owner"
-	"github.com/go-shm/shm/internal/proc"
 )
 
 // IsManaged reports whether b, the start of a segment, begins with a managed
@@ -29,13 +28,6 @@ func holder(addr unsafe.Pointer, t owner.Token) Process {
 		pid = -1 // a PID too large for a token (only on Windows)
 	}
 	return Process{PID: pid, Alive: owner.Alive(addr, t)}
-}
-
-func process(id proc.ID) Process {
-	if id.PID == 0 {
-		return Process{}
-	}
-	return Process{PID: id.OSPID(), Alive: proc.Alive(id)}
 }
 
 // LockState is a snapshot of a lock of a managed segment, for diagnostics
