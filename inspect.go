@@ -62,7 +62,7 @@ func (m *Managed) LockState(i int) (LockState, error) {
 		}
 	}
 	w := atomic.LoadUint64(&mu.state)
-	if w&mOwnerMask != 0 {
+	if w&mHeld != 0 {
 		st.Writer = holder(unsafe.Pointer(&mu.state), tokenOf(w))
 	}
 	st.Waiters = w&(mWaiters|mReaders) != 0

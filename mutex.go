@@ -95,6 +95,9 @@ const (
 	mWaiters      = 1 << 30
 	mInconsistent = 1 << 31
 	mOwnerMask    = mTokLow | 0xffffffff<<32
+	// mHeld tells a held lock: a token's low 24 bits are never 0, so
+	// these are nonzero exactly while someone holds the lock.
+	mHeld = mTokLow
 )
 
 // wordOf places an owner token in a lock word's owner bits.
@@ -121,7 +124,7 @@ func (m *Mutex) Lock() {
 func (m *Mutex) TryLock() bool {
 	for {
 		old := atomic.LoadUint64(&m.state)
-		if old&mOwnerMask != 0 {
+		if old&mHeld != 0 {
 			return false
 		}
 		if atomic.CompareAndSwapUint64(&m.state, old, selfWord|old&(mInconsistent|mWaiters)) {
@@ -167,7 +170,7 @@ func (m *Mutex) lockSlow(dl deadline, handOn int) error {
 	spinning := spins > 0 // until the spin ends
 	for {
 		old := atomic.LoadUint64(&m.state)
-		if old&mOwnerMask == 0 {
+		if old&mHeld == 0 {
 			if atomic.CompareAndSwapUint64(&m.state, old, selfWord|waiters|old&mInconsistent) {
 				if spinning {
 					spinWon(unsafe.Pointer(word))
@@ -206,7 +209,7 @@ func (m *Mutex) lockSlow(dl deadline, handOn int) error {
 			// Judge the holder once more before leaving, so that a caller
 			// that keeps retrying with short timeouts still gets a dead
 			// holder's lock, then pass on a wake-up we may have taken.
-			if old := atomic.LoadUint64(&m.state); old&mOwnerMask != 0 && m.takeOver(old) {
+			if old := atomic.LoadUint64(&m.state); old&mHeld != 0 && m.takeOver(old) {
 				return ErrOwnerDead
 			}
 			m.handOn(handOn)
@@ -231,7 +234,7 @@ func (m *Mutex) takeOver(old uint64) bool {
 func (m *Mutex) handOn(n int) {
 	for {
 		old := atomic.LoadUint64(&m.state)
-		if old&mOwnerMask == 0 {
+		if old&mHeld == 0 {
 			futex.Wake(lowHalf(&m.state), n)
 			return
 		}
@@ -294,7 +297,7 @@ func (m *Mutex) MarkConsistent() {
 // a snapshot, for diagnostics.
 func (m *Mutex) Owner() int {
 	w := atomic.LoadUint64(&m.state)
-	if w&mOwnerMask == 0 {
+	if w&mHeld == 0 {
 		return 0
 	}
 	return tokenOf(w).PID()

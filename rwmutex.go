@@ -94,8 +94,13 @@ var (
 	// when it holds one read lock there.
 	readerID  = uint64(owner.Self()) << 8
 	readerOne = readerID | 1
-	// readerHome is the slot this process tries first.
-	readerHome = func() uint {
+	// readerHome is the slot this process tries first; homeOff and
+	// homeBitsOff are the offsets in an RWMutex of that slot and of the
+	// inuse word with its bit, readerBit.
+	homeOff     = unsafe.Offsetof(RWMutex{}.slots) + 8*uintptr(readerHome)
+	homeBitsOff = unsafe.Offsetof(RWMutex{}.inuse) + 8*uintptr(readerHome/64)
+	readerBit   = uint64(1) << (readerHome % 64)
+	readerHome  = func() uint {
 		t := uint64(owner.Self())
 		t ^= t >> 29
 		t *= 0xbf58476d1ce4e5b9
@@ -109,21 +114,40 @@ func slotToken(v uint64) owner.Token { return owner.Token(v >> 8) }
 
 // RLock locks rw for reading, waiting as long as it takes.
 func (rw *RWMutex) RLock() {
-	if !rw.tryRLock() {
+	// The common case, small enough to be inlined: this process's home
+	// slot is free, its inuse bit set, and no writer is about.
+	took := atomic.CompareAndSwapUint64(rw.home(), 0, readerOne)
+	if took && atomic.LoadUint64(rw.homeBits())&readerBit != 0 && atomic.LoadUint64(&rw.w.state)&mHeld == 0 {
+		return
+	}
+	rw.rlockMiss(took)
+}
+
+// home returns this process's home slot.
+func (rw *RWMutex) home() *uint64 { return (*uint64)(unsafe.Add(unsafe.Pointer(rw), homeOff)) }
+
+// homeBits returns the inuse word that holds the home slot's bit.
+func (rw *RWMutex) homeBits() *uint64 { return (*uint64)(unsafe.Add(unsafe.Pointer(rw), homeBitsOff)) }
+
+// rlockMiss is RLock when its common case did not apply: took tells
+// whether a share was counted in the home slot (whose bit was clear, or
+// which met a writer).
+func (rw *RWMutex) rlockMiss(took bool) {
+	var ok bool
+	if took {
+		ok = rw.admit(int(readerHome))
+	} else {
+		ok, _ = rw.tryRead()
+	}
+	if !ok {
 		rw.rlockSlow(noDeadline())
 	}
 }
 
-// tryRLock takes a read lock if no writer holds or waits for rw. Its common
-// case (the home slot free, its bit set, no writer) is small enough to be
-// inlined.
+// tryRLock takes a read lock if no writer holds or waits for rw.
 func (rw *RWMutex) tryRLock() bool {
-	h := readerHome % rwSlots
-	if atomic.CompareAndSwapUint64(&rw.slots[h], 0, readerOne) {
-		if atomic.LoadUint64(&rw.inuse[h/64])&(1<<(h%64)) != 0 && atomic.LoadUint64(&rw.w.state)&mOwnerMask == 0 {
-			return true
-		}
-		return rw.admit(int(h))
+	if atomic.CompareAndSwapUint64(rw.home(), 0, readerOne) {
+		return rw.admit(int(readerHome))
 	}
 	ok, _ := rw.tryRead()
 	return ok
@@ -174,7 +198,7 @@ func (rw *RWMutex) admit(i int) bool {
 	if atomic.LoadUint64(p)&bit == 0 {
 		atomic.OrUint64(p, bit)
 	}
-	if atomic.LoadUint64(&rw.w.state)&mOwnerMask == 0 {
+	if atomic.LoadUint64(&rw.w.state)&mHeld == 0 {
 		return true
 	}
 	rw.giveBack(i)
@@ -225,7 +249,7 @@ func (rw *RWMutex) giveBack(i int) {
 			break
 		}
 	}
-	if atomic.LoadUint64(&rw.w.state)&mOwnerMask != 0 {
+	if atomic.LoadUint64(&rw.w.state)&mHeld != 0 {
 		rw.wakeWriter()
 	}
 }
@@ -247,7 +271,7 @@ func (rw *RWMutex) rlockSlow(dl deadline) error {
 	slept := false
 	for {
 		st := atomic.LoadUint64(&rw.w.state)
-		if st&mOwnerMask == 0 {
+		if st&mHeld == 0 {
 			ok, full := rw.tryRead()
 			if ok {
 				if spinning {
@@ -299,7 +323,7 @@ func (rw *RWMutex) rlockSlow(dl deadline) error {
 			// Judge the writer once more before leaving, so that readers
 			// that keep retrying with short timeouts still recover the lock
 			// of a writer that died.
-			if st := atomic.LoadUint64(&rw.w.state); st&mOwnerMask != 0 && rw.w.takeOver(st) {
+			if st := atomic.LoadUint64(&rw.w.state); st&mHeld != 0 && rw.w.takeOver(st) {
 				rw.w.Unlock()
 				if ok, _ := rw.tryRead(); ok {
 					return ErrOwnerDead
@@ -329,12 +353,20 @@ func (rw *RWMutex) reclaimDead() {
 // lock this process does not hold does nothing.
 func (rw *RWMutex) RUnlock() {
 	// The common case, small enough to be inlined: this process's only read
-	// lock, in its home slot.
-	h := readerHome % rwSlots
-	if atomic.CompareAndSwapUint64(&rw.slots[h], readerOne, 0) {
-		if atomic.LoadUint64(&rw.w.state)&mOwnerMask != 0 {
-			rw.wakeWriter()
-		}
+	// lock, in its home slot, and no writer waiting.
+	took := atomic.CompareAndSwapUint64(rw.home(), readerOne, 0)
+	if took && atomic.LoadUint64(&rw.w.state)&mHeld == 0 {
+		return
+	}
+	rw.runlockMiss(took)
+}
+
+// runlockMiss is RUnlock when its common case did not apply: took tells
+// whether it released the share in the home slot (and then saw a writer,
+// whom it must tell).
+func (rw *RWMutex) runlockMiss(took bool) {
+	if took {
+		rw.wakeWriter()
 		return
 	}
 	rw.runlockSlow()
