@@ -172,6 +172,9 @@ func OpenLink(path string, opts ...Option) (*Segment, error) {
 	if err != nil {
 		return nil, &Error{Op: "open link", Name: path, Err: err}
 	}
+	if err := o.checkLinkOwner(st); err != nil {
+		return nil, &Error{Op: "open link", Name: path, Err: err}
+	}
 	seg, err := openNamed(l.Name, o)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -185,8 +188,13 @@ func OpenLink(path string, opts ...Option) (*Segment, error) {
 }
 
 // RemoveLink removes the link file at path and the segment it names, if that
-// still exists, whoever created them (mappings already open stay valid, as
-// with Remove). A path that is not a link file is left alone, with an error.
+// still exists (mappings already open stay valid, as with Remove). It acts
+// only on a link that belongs to the caller (or on any link when the caller
+// is root), and only if the segment it names belongs to the link's owner
+// too: anything else gives an error matching fs.ErrPermission and removes
+// nothing, so that a link forged by another user cannot have a segment
+// removed. The link is removed first; if that fails, the segment is left
+// alone. A path that is not a link file is left alone, with an error.
 func RemoveLink(path string) error {
 	werr := func(err error) error { return &Error{Op: "remove link", Name: path, Err: err} }
 	f, err := openLinkFile(path)
@@ -202,18 +210,20 @@ func RemoveLink(path string) error {
 		// Removed or replaced while we waited for the lock.
 		return werr(fmt.Errorf("%w: the link changed while it was being removed", fs.ErrNotExist))
 	}
-	l, _, err := readLinkFile(f)
+	l, st, err := readLinkFile(f)
 	if err != nil {
 		return werr(err)
 	}
-	var errs []error
-	if err := osRemove(l.Name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		errs = append(errs, &Error{Op: "remove", Name: l.Name, Err: err})
+	if err := mayActOnLink(st, l.Name); err != nil {
+		return werr(err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		errs = append(errs, werr(err))
+		return werr(err)
 	}
-	return errors.Join(errs...)
+	if err := osRemove(l.Name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return &Error{Op: "remove", Name: l.Name, Err: err}
+	}
+	return nil
 }
 
 // createLinked creates the segment, then its link file.
@@ -343,7 +353,7 @@ func removeStaleLink(path string) (free bool, l LinkInfo, err error) {
 	if same, err := samePath(f, path); err != nil || !same {
 		return err == nil || errors.Is(err, fs.ErrNotExist), l, nil
 	}
-	l, _, err = readLinkFile(f)
+	l, st, err := readLinkFile(f)
 	if err != nil {
 		return false, l, fmt.Errorf("%w: %v (not replacing it)", fs.ErrExist, err)
 	}
@@ -352,11 +362,17 @@ func removeStaleLink(path string) (free bool, l LinkInfo, err error) {
 	if creatorAlive && segExists {
 		return false, l, nil
 	}
-	if segExists {
-		osRemove(l.Name) // the orphan of a dead creator
+	// Stale: remove the link, then the orphan of a dead creator, but only a
+	// link of ours whose segment is its owner's, and the segment only once
+	// the link is gone.
+	if err := mayActOnLink(st, l.Name); err != nil {
+		return false, l, err
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, l, err
+	}
+	if segExists {
+		osRemove(l.Name)
 	}
 	return true, l, nil
 }

@@ -52,6 +52,8 @@ type options struct {
 	link     string
 	populate bool
 	global   bool
+	trust    []int // users whose segments and links we use besides ourselves and root
+	trustAny bool  // use segments and links whoever owns them
 
 	// init, if set, fills a new segment's memory before other processes can
 	// open it where the system allows that (Linux: before the name is
@@ -103,6 +105,27 @@ func WithLink(path string) Option {
 // Worth it for large segments that will be touched soon anyway.
 func Populate() Option {
 	return func(o *options) { o.populate = true }
+}
+
+// TrustOwner lets Open, OpenOrCreate, OpenLink and OpenManaged use a
+// segment, or a link file, owned by one of the users uids (numeric user
+// IDs) as well as by the calling user and root.
+//
+// By default they refuse, with an error matching fs.ErrPermission that
+// names the owner, a segment or link file that belongs to any other user:
+// segments live in a directory every user may write (/dev/shm), so another
+// user can create a name before you do (squat it) with content of their
+// choosing, then shrink or rewrite it under you. Pass TrustOwner for a peer
+// that runs as another user on purpose. On Windows users are not numbered;
+// use TrustAnyOwner there.
+func TrustOwner(uids ...int) Option {
+	return func(o *options) { o.trust = append(o.trust, uids...) }
+}
+
+// TrustAnyOwner lets Open, OpenOrCreate, OpenLink and OpenManaged use a
+// segment or link file whoever owns it (see TrustOwner for what that risks).
+func TrustAnyOwner() Option {
+	return func(o *options) { o.trustAny = true }
 }
 
 // Global makes Windows segments live in the Global\ namespace (visible across

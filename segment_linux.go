@@ -187,6 +187,9 @@ func openFD(fd int, o *options) ([]byte, osSegment, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, osSegment{}, fmt.Errorf("not a shared-memory object (%s)", fileType(st.Mode))
 	}
+	if err := o.checkOwner("the segment", st.Uid); err != nil {
+		return nil, osSegment{}, err
+	}
 	if st.Size <= 0 {
 		return nil, osSegment{}, fmt.Errorf("%w: segment is empty (size 0)", ErrInvalidSize)
 	}
@@ -213,6 +216,19 @@ func attachFD(fd int, data []byte, sys *osSegment) error {
 	}
 	sys.fd, sys.hasFD = fd, true
 	return nil
+}
+
+// segmentOwner returns the user that owns the segment name, and whether it
+// exists.
+func segmentOwner(name string) (uid uint32, exists bool, err error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(shmPath(name), &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return 0, false, nil
+		}
+		return 0, false, err
+	}
+	return st.Uid, true, nil
 }
 
 // heldBy reports whether the process t has the segment name open (holds its

@@ -16,6 +16,13 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 		return nil, osSegment{}, err
 	}
 	defer unix.Close(fd)
+	var owner unix.Stat_t
+	if err := unix.Fstat(fd, &owner); err != nil {
+		return nil, osSegment{}, err
+	}
+	if err := o.checkOwner("the segment", owner.Uid); err != nil {
+		return nil, osSegment{}, err
+	}
 	size, err := shmSize(func() (int64, uint32, error) {
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
@@ -28,6 +35,24 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 	}
 	data, err := mmapShm(fd, size, o.readOnly, o.populate)
 	return data, osSegment{}, err
+}
+
+// segmentOwner returns the user that owns the segment name, and whether it
+// exists.
+func segmentOwner(name string) (uid uint32, exists bool, err error) {
+	fd, err := shmOpen(name, unix.O_RDONLY, 0)
+	if err != nil {
+		if err == unix.ENOENT {
+			return 0, false, nil
+		}
+		return 0, false, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, false, err
+	}
+	return st.Uid, true, nil
 }
 
 func osClose(data []byte, _ *osSegment) error {
