@@ -185,4 +185,3 @@ func TestForgedLinkRemovesNothing(t *testing.T) {
 		t.Error("the segment of a removed link is still there")
 	}
 }
-
