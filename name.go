@@ -13,7 +13,8 @@ import (
 // empty name asks Create for a fresh random name. A name may not be "/" alone,
 // "." or "..", contain another '/', contain a NUL byte, or be longer than the
 // platform allows (maxNameLen bytes without the '/'; on macOS that is 30,
-// since the system's limit of 31 counts the '/').
+// since the system's limit of 31 counts the '/'). Create also refuses
+// control characters.
 
 // randomPrefix starts every name that Create picks by itself.
 const randomPrefix = "shm-"
@@ -34,6 +35,24 @@ func cleanName(name string) (string, error) {
 		return "", &NameError{Name: name, Rule: "NUL byte in name"}
 	case len(n) > maxNameLen:
 		return "", &NameError{Name: name, Rule: nameLenRule}
+	}
+	return n, nil
+}
+
+// cleanNewName is cleanName for a name Create makes: it also refuses
+// control characters (bytes below 0x20 and 0x7f). The system allows them,
+// and Open, Remove and the tools accept such names made by others (and
+// print them quoted), but a name that can move a terminal's cursor or
+// retitle it is never one this package makes.
+func cleanNewName(name string) (string, error) {
+	n, err := cleanName(name)
+	if err != nil {
+		return "", err
+	}
+	for i := 0; i < len(n); i++ {
+		if c := n[i]; c < 0x20 || c == 0x7f {
+			return "", &NameError{Name: name, Rule: "control character in name"}
+		}
 	}
 	return n, nil
 }

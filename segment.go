@@ -166,7 +166,7 @@ func create(name string, size int, o *options) (*Segment, error) {
 		}
 		return nil, &Error{Op: "create", Name: "", Err: fmt.Errorf("%w: no free random name found", fs.ErrExist)}
 	}
-	n, err := cleanName(name)
+	n, err := cleanNewName(name)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +242,7 @@ func OpenOrCreate(name string, size int, opts ...Option) (seg *Segment, created 
 	if err := checkSize("open or create", name, size); err != nil {
 		return nil, false, err
 	}
-	n, err := cleanName(name)
+	n, err := cleanNewName(name)
 	if err != nil {
 		return nil, false, err
 	}

@@ -45,7 +45,7 @@ func runInspect(e *env, args []string) error {
 	b := seg.Bytes()
 	info, serr := statSegment(seg.Name())
 	w := e.stdout
-	fmt.Fprintf(w, "name:    %s\n", seg.Name())
+	fmt.Fprintf(w, "name:    %s\n", show(seg.Name()))
 	fmt.Fprintf(w, "size:    %d bytes\n", seg.Size())
 	if serr == nil {
 		fmt.Fprintf(w, "mode:    %v\n", info.mode)

@@ -33,7 +33,7 @@ func runLs(e *env, args []string) error {
 	fmt.Fprintf(w, "SIZE\tMODE\tUID\tOURS\tCREATOR\tMAPS\tNAME\n")
 	for _, s := range segs {
 		fmt.Fprintf(w, "%d\t%v\t%s\t%s\t%s\t%s\t%s\n", s.size, s.mode, uidString(s.uid), s.managed,
-			creatorString(creatorOf(s.name, s.head)), mapsString(s.name), s.name)
+			creatorString(creatorOf(s.name, s.head)), mapsString(s.name), show(s.name))
 	}
 	return w.Flush()
 }

@@ -83,7 +83,7 @@ func removeStale(e *env, paths []string) error {
 			}
 			if n, err := mappers(info.Name); err != nil || n != 0 {
 				if err == nil {
-					fmt.Fprintf(e.stdout, "kept link %s: its creator pid %d is dead, but %d process(es) map segment %s\n", l, info.PID, n, info.Name)
+					fmt.Fprintf(e.stdout, "kept link %s: its creator pid %d is dead, but %d process(es) map segment %s\n", show(l), info.PID, n, show(info.Name))
 				}
 				continue
 			}
@@ -92,7 +92,7 @@ func removeStale(e *env, paths []string) error {
 				continue
 			}
 			removed++
-			fmt.Fprintf(e.stdout, "removed link %s and its segment %s (creator pid %d is dead and no process maps it)\n", l, info.Name, info.PID)
+			fmt.Fprintf(e.stdout, "removed link %s and its segment %s (creator pid %d is dead and no process maps it)\n", show(l), show(info.Name), info.PID)
 		}
 	}
 	if canList {
@@ -110,7 +110,7 @@ func removeStale(e *env, paths []string) error {
 				continue
 			}
 			removed++
-			fmt.Fprintf(e.stdout, "removed segment %s (%s)\n", s.name, why)
+			fmt.Fprintf(e.stdout, "removed segment %s (%s)\n", show(s.name), why)
 		}
 	} else if len(paths) == 0 {
 		return errNoListStale
