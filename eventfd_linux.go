@@ -116,25 +116,40 @@ type efdListener struct{ l *net.UnixListener }
 
 func (s efdListener) Close() error { return s.l.Close() }
 
-// serveEventFDs answers openers: each connection sends a 4-byte event index
-// and receives that eventfd with SCM_RIGHTS, if its user is ours or root.
+// The eventfd server answers openers: each connection sends a 4-byte event
+// index and receives that eventfd with SCM_RIGHTS, if its user is ours or
+// root. Connections are served concurrently, at most efdServers at a time,
+// each within efdServeTime, so that idle or slow connections (a peer that
+// connects and says nothing) cannot hold the handout up for long: a
+// connection beyond the bound waits its turn in the kernel's queue.
+const (
+	efdServers   = 16
+	efdServeTime = 250 * time.Millisecond
+)
+
 func serveEventFDs(m *Managed, nonce [8]byte) (efdServer, error) {
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: efdSocket(nonce[:]), Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("eventfd server: %w", err)
 	}
-	uid := uint32(os.Getuid())
+	uid := uint32(os.Geteuid())
+	slots := make(chan struct{}, efdServers)
 	go func() {
 		for {
+			slots <- struct{}{}
 			c, err := l.AcceptUnix()
 			if err != nil {
+				<-slots
 				if errors.Is(err, net.ErrClosed) {
 					return
 				}
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
-			serveOne(m, c, uid)
+			go func() {
+				defer func() { <-slots }()
+				serveOne(m, c, uid)
+			}()
 		}
 	}()
 	return efdListener{l}, nil
@@ -142,7 +157,7 @@ func serveEventFDs(m *Managed, nonce [8]byte) (efdServer, error) {
 
 func serveOne(m *Managed, c *net.UnixConn, uid uint32) {
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
+	c.SetDeadline(time.Now().Add(efdServeTime))
 	if cred, err := peerCred(c); err != nil || cred.Uid != uid && cred.Uid != 0 {
 		return
 	}
@@ -181,14 +196,22 @@ func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
 }
 
 // openEventFD fetches event i's eventfd from the process that created it.
+// It trusts only an answer from that process: the server's credentials
+// (SO_PEERCRED) must show the user that owns the segment file and the PID
+// recorded as the creator, and the creator must still hold the segment
+// (its liveness lock), so that a process that bound the socket name after
+// the creator closed, or that wrote its own PID and nonce into the segment,
+// is refused. What it receives must be an eventfd.
 func (m *Managed) openEventFD(i int, e eventEntry) (*EventFD, error) {
 	p := m.seg.data[e.prim : e.prim+eventFDPrimLen]
 	creator := getToken(p[efdOffCreator:])
+	var nonce [8]byte
+	copy(nonce[:], p[efdOffNonce:efdOffNonce+8])
 	alive := func() bool { return owner.Alive(unsafe.Pointer(&p[efdOffCreator]), creator) }
 	if !alive() {
 		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) is gone: %w", i, creator.PID(), fs.ErrNotExist)
 	}
-	addr := &net.UnixAddr{Name: efdSocket(p[efdOffNonce : efdOffNonce+8]), Net: "unix"}
+	addr := &net.UnixAddr{Name: efdSocket(nonce[:]), Net: "unix"}
 	c, err := net.DialUnix("unix", nil, addr)
 	// A creator that has just published the segment may not listen yet.
 	for wait := time.Millisecond; err != nil && wait < time.Second && alive(); wait *= 2 {
@@ -199,6 +222,9 @@ func (m *Managed) openEventFD(i int, e eventEntry) (*EventFD, error) {
 		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) does not serve it (%v): %w", i, creator.PID(), err, fs.ErrNotExist)
 	}
 	defer c.Close()
+	if err := m.checkServer(c, creator); err != nil {
+		return nil, fmt.Errorf("event %d: %w", i, err)
+	}
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	var req [4]byte
 	binary.NativeEndian.PutUint32(req[:], uint32(i))
@@ -244,13 +270,62 @@ func oneFD(oob []byte) (int, error) {
 }
 
 // isEventFD reports whether fd is an eventfd (true if /proc cannot tell).
+// checkServer verifies that the process at the other end of c is the
+// creator recorded in the segment.
+func (m *Managed) checkServer(c *net.UnixConn, creator owner.Token) error {
+	cred, err := peerCred(c)
+	if err != nil {
+		return fmt.Errorf("the eventfd server's credentials: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(m.seg.sys.fd, &st); err != nil {
+		return err
+	}
+	if cred.Uid != st.Uid {
+		return fmt.Errorf("%w: the eventfd server runs as uid %d, the segment belongs to uid %d: not its creator", fs.ErrPermission, cred.Uid, st.Uid)
+	}
+	if int(cred.Pid) != creator.PID() {
+		// A creator in another PID namespace has another PID here; a
+		// process in ours with another PID is not the creator.
+		if same, err := samePIDNamespace(int(cred.Pid)); err != nil || same {
+			return fmt.Errorf("%w: the eventfd server is pid %d, the creator pid %d", fs.ErrPermission, cred.Pid, creator.PID())
+		}
+	}
+	if !owner.HeldIn(m.seg.sys.fd, creator) {
+		return fmt.Errorf("the eventfd's creator no longer has the segment open: %w", fs.ErrNotExist)
+	}
+	return nil
+}
+
+// samePIDNamespace reports whether process pid is in this process's PID
+// namespace; an error when it cannot tell.
+func samePIDNamespace(pid int) (bool, error) {
+	var a, b unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &a); err != nil {
+		return false, err
+	}
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/pid", &b); err != nil {
+		return false, err
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino, nil
+}
+
+// isEventFD reports whether fd is an eventfd: by /proc where it can be
+// read, else by what only an eventfd does (an anonymous inode that takes an
+// 8-byte write of 0). It fails closed.
 func isEventFD(fd int) bool {
 	buf := make([]byte, 64)
 	n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(fd), buf)
-	if err != nil {
-		return true
+	if err == nil {
+		return string(buf[:n]) == "anon_inode:[eventfd]"
 	}
-	return string(buf[:n]) == "anon_inode:[eventfd]"
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != 0 {
+		return false
+	}
+	var zero [8]byte
+	w, err := unix.Write(fd, zero[:])
+	return err == nil && w == 8
 }
 
 // Fd returns the eventfd's descriptor in this process, for epoll and the
