@@ -112,7 +112,7 @@ func TestBadArguments(t *testing.T) {
 		{"Managed.LockState 3", func() error { _, err := m.LockState(3); return err }, ErrRange},
 		{"Managed.EventState -2", func() error { _, err := m.EventState(-2); return err }, ErrRange},
 		{"Managed.MarkConsistent 7", func() error { return m.MarkConsistent(7) }, ErrRange},
-		{"Managed.RWMutex of a mutex", func() error { _, err := m.RWMutex(0); return err }, ErrRange},
+		{"Managed.RWMutex of a mutex", func() error { _, err := m.RWMutex(0); return err }, ErrWrongKind},
 		{"View too short", func() error { _, err := View[Mutex](make([]byte, 4)); return err }, ErrRange},
 		{"View nil", func() error { _, err := View[uint64](nil); return err }, ErrRange},
 		{"View misaligned", func() error { _, err := View[Mutex](seg.Bytes()[1:]); return err }, ErrRange},
@@ -160,6 +160,9 @@ func TestBadArguments(t *testing.T) {
 			}
 			if !strings.HasPrefix(err.Error(), "shm: ") {
 				t.Errorf("error %q does not say it comes from shm", err)
+			}
+			if n := strings.Count(err.Error(), "shm: "); n != 1 {
+				t.Errorf("error %q says %q %d times", err, "shm: ", n)
 			}
 			t.Log(err)
 		})

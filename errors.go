@@ -3,6 +3,7 @@ package shm
 import (
 	"errors"
 	"os"
+	"strings"
 )
 
 // Sentinel errors. Every error returned by this package wraps one of these or
@@ -45,6 +46,10 @@ var (
 	// ErrRange is returned for a lock or event index, or a byte range, that is
 	// out of range.
 	ErrRange = errors.New("shm: index or range out of bounds")
+
+	// ErrWrongKind is returned when a lock or event is asked for as a kind
+	// it is not (Managed.RWMutex of a mutex, say).
+	ErrWrongKind = errors.New("shm: wrong kind of lock or event")
 )
 
 type timeoutError struct{}
@@ -83,7 +88,11 @@ type Error struct {
 	Err  error
 }
 
-func (e *Error) Error() string { return "shm: " + e.Op + " " + quote(e.Name) + ": " + e.Err.Error() }
+func (e *Error) Error() string {
+	// One "shm: " in front: the sentinels' own prefix is dropped from the
+	// cause (an Error wrapping an Error reads "shm: open link "p": open "x": ...").
+	return "shm: " + e.Op + " " + quote(e.Name) + ": " + strings.TrimPrefix(e.Err.Error(), "shm: ")
+}
 
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }

@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -258,7 +259,8 @@ func (e *ManualEvent) WaitContext(ctx context.Context) error {
 // IsSet reports whether the event is set.
 func (e *ManualEvent) IsSet() bool { return atomic.LoadUint32(&e.state)&evSet != 0 }
 
-func (e *ManualEvent) wait(dl deadline) error {
+func (e *ManualEvent) wait(dl deadline) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	p := &e.state
 	g := atomic.LoadUint32(p) // any other value means a Set since we started
 	if g&evSet != 0 {
@@ -310,7 +312,8 @@ func tryTake(p *uint32) bool {
 	}
 }
 
-func waitAuto(p *uint32, dl deadline) error {
+func waitAuto(p *uint32, dl deadline) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	spins := spinBudget(unsafe.Pointer(p))
 	for i := 0; i < spins; i++ {
 		if atomic.LoadUint32(p)&evSet != 0 && tryTake(p) {
@@ -467,6 +470,11 @@ func busyWait(p *uint32, auto bool, dl deadline) error {
 	if !auto && g&evSet != 0 || busyTry(p, auto, g) {
 		return nil
 	}
+	return busyWaitSlow(p, auto, g, dl)
+}
+
+func busyWaitSlow(p *uint32, auto bool, g uint32, dl deadline) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	// Spin: only worth it when the setter can run at the same time (see
 	// spinBudget).
 	spins := spinBudget(unsafe.Pointer(p))

@@ -1,6 +1,8 @@
 package shm
 
 import (
+	"runtime/debug"
+	"strconv"
 	"sync/atomic"
 	"unsafe"
 
@@ -42,12 +44,22 @@ type LockState struct {
 
 // LockState returns a snapshot of lock i. It reads the lock without taking
 // it, so it works on a segment opened with ReadOnly too.
-func (m *Managed) LockState(i int) (LockState, error) {
+func (m *Managed) LockState(i int) (st LockState, err error) {
 	if i < 0 || i >= len(m.l.locks) {
 		return LockState{}, m.rangeErr("lock", i, len(m.l.locks))
 	}
+	if !m.use() {
+		return LockState{}, m.closedErr(lockOp("lock state", i))
+	}
+	defer m.done()
+	defer func() {
+		if err != nil {
+			st, err = LockState{}, &Error{Op: lockOp("lock state", i), Name: m.seg.name, Err: err}
+		}
+	}()
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	e := m.l.locks[i]
-	st := LockState{LockSpec: LockSpec{Kind: e.kind, Offset: int(e.offset), Len: int(e.size)}}
+	st = LockState{LockSpec: LockSpec{Kind: e.kind, Offset: int(e.offset), Len: int(e.size)}}
 	var mu *Mutex
 	if e.kind == LockMutex {
 		mu = (*Mutex)(m.prim(e.prim))
@@ -79,12 +91,23 @@ type EventState struct {
 }
 
 // EventState returns a snapshot of event i, without changing it.
-func (m *Managed) EventState(i int) (EventState, error) {
+func (m *Managed) EventState(i int) (st EventState, err error) {
 	if i < 0 || i >= len(m.l.events) {
 		return EventState{}, m.rangeErr("event", i, len(m.l.events))
 	}
+	op := "event state " + strconv.Itoa(i)
+	if !m.use() {
+		return EventState{}, m.closedErr(op)
+	}
+	defer m.done()
+	defer func() {
+		if err != nil {
+			st, err = EventState{}, &Error{Op: op, Name: m.seg.name, Err: err}
+		}
+	}()
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	e := m.l.events[i]
-	st := EventState{Kind: e.kind}
+	st = EventState{Kind: e.kind}
 	switch e.kind {
 	case EventAuto:
 		v := atomic.LoadUint32((*uint32)(m.prim(e.prim)))
@@ -101,8 +124,13 @@ func (m *Managed) EventState(i int) (EventState, error) {
 	return st, nil
 }
 
-// Creator returns the process that created the segment.
+// Creator returns the process that created the segment (the zero Process
+// after Close).
 func (m *Managed) Creator() Process {
+	if !m.use() {
+		return Process{}
+	}
+	defer m.done()
 	return holder(unsafe.Pointer(&m.seg.data[offCreator]), m.l.creator)
 }
 

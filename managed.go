@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io/fs"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
+	"github.com/go-shm/shm/internal/futex"
 	"github.com/go-shm/shm/internal/owner"
 )
 
@@ -48,6 +50,9 @@ type Managed struct {
 	seg  *Segment
 	l    layout
 	data []byte
+
+	users atomic.Int64 // calls in progress, and mClosed
+	stop  atomic.Bool  // Close has begun: waits in progress end
 
 	mu     sync.Mutex
 	closed bool
@@ -232,6 +237,37 @@ func allZero(b []byte) bool {
 	return true
 }
 
+// A Managed's life. Every call that touches the segment registers itself
+// (use), so that Close, which may run concurrently, first marks the Managed
+// closed (later calls fail with ErrClosed), wakes every lock and event word
+// so that waits in progress notice (they end with ErrClosed), waits for the
+// calls in progress to leave, and only then unmaps the segment: no call of
+// a Managed ever touches unmapped memory, or memory mapped anew at the same
+// address. Every such call also turns a memory fault (another process shrank
+// the segment's file) into an error matching ErrCorrupt (see "Memory
+// faults").
+
+const mClosed = 1 << 40 // in Managed.users: Close has begun
+
+// use registers a call; it fails once Close has begun.
+func (m *Managed) use() bool {
+	for {
+		u := m.users.Load()
+		if u&mClosed != 0 {
+			return false
+		}
+		if m.users.CompareAndSwap(u, u+1) {
+			return true
+		}
+	}
+}
+
+// done ends a call registered by use.
+func (m *Managed) done() { m.users.Add(-1) }
+
+// closedErr is the error of a call made after Close.
+func (m *Managed) closedErr(op string) error { return &Error{Op: op, Name: m.seg.name, Err: ErrClosed} }
+
 // Segment returns the underlying segment (for its name, size and owner
 // settings).
 func (m *Managed) Segment() *Segment { return m.seg }
@@ -241,7 +277,14 @@ func (m *Managed) Name() string { return m.seg.name }
 
 // Data returns the user data: all of it, whichever locks guard parts of it.
 // Access a guarded range through a Guard instead, while holding its lock.
-func (m *Managed) Data() []byte { return m.data }
+// After Close it returns nil; a slice obtained before must not be used
+// after Close.
+func (m *Managed) Data() []byte {
+	if m.users.Load()&mClosed != 0 {
+		return nil
+	}
+	return m.data
+}
 
 // NumLocks returns how many locks the segment has.
 func (m *Managed) NumLocks() int { return len(m.l.locks) }
@@ -270,26 +313,43 @@ func (m *Managed) rangeErr(what string, i, n int) error {
 	return &Error{Op: what, Name: m.seg.name, Err: fmt.Errorf("%w: %s %d of %d", ErrRange, what, i, n)}
 }
 
-// Guard is a held lock on a byte range of a managed segment. Bytes returns
-// the range; Unlock releases the lock. The zero Guard holds nothing.
+// Guard is a held lock on a byte range of a managed segment: Bytes returns
+// the range, Unlock releases the lock. A Guard unlocks at most once: a
+// second Unlock (an explicit one and a deferred one, say) does nothing, so
+// it never releases a lock (or another goroutine's read share) taken since.
+// A nil or zero Guard holds nothing.
 type Guard struct {
-	data []byte
-	mu   *Mutex
-	rw   *RWMutex
-	read bool
+	m        *Managed
+	data     []byte
+	mu       *Mutex
+	rw       *RWMutex
+	read     bool
+	unlocked atomic.Bool
 }
 
-// Bytes returns the guarded bytes. For a read guard, write nothing to them.
-func (g Guard) Bytes() []byte { return g.data }
+// Bytes returns the guarded bytes: nil once the Guard was unlocked or its
+// Managed closed. For a read guard, write nothing to them.
+func (g *Guard) Bytes() []byte {
+	if g == nil || g.m == nil || g.unlocked.Load() || g.m.users.Load()&mClosed != 0 {
+		return nil
+	}
+	return g.data
+}
 
-// Unlock releases the lock. Use the guard's bytes no more afterwards.
-func (g Guard) Unlock() {
+// Unlock releases the lock, once. Use the guard's bytes no more afterwards.
+// After its Managed was closed it does nothing (closing gave the lock up).
+func (g *Guard) Unlock() {
+	if g == nil || g.m == nil || !g.unlocked.CompareAndSwap(false, true) || !g.m.use() {
+		return
+	}
+	defer g.m.done()
+	defer panicOnFault(debug.SetPanicOnFault(true))
 	switch {
 	case g.mu != nil:
 		g.mu.Unlock()
-	case g.rw != nil && g.read:
+	case g.read:
 		g.rw.RUnlock()
-	case g.rw != nil:
+	default:
 		g.rw.Unlock()
 	}
 }
@@ -298,18 +358,18 @@ func (m *Managed) prim(off uint64) unsafe.Pointer {
 	return unsafe.Pointer(&m.seg.data[off])
 }
 
-func (m *Managed) lockAt(i int) (lockEntry, error) {
+func (m *Managed) lockAt(op string, i int) (lockEntry, error) {
 	if i < 0 || i >= len(m.l.locks) {
 		return lockEntry{}, m.rangeErr("lock", i, len(m.l.locks))
 	}
 	if m.seg.readOnly {
-		return lockEntry{}, &Error{Op: "lock", Name: m.seg.name, Err: fmt.Errorf("%w: segment opened read-only", fs.ErrPermission)}
+		return lockEntry{}, &Error{Op: op, Name: m.seg.name, Err: fmt.Errorf("%w: segment opened read-only (locking writes to it)", fs.ErrPermission)}
 	}
 	return m.l.locks[i], nil
 }
 
-func (m *Managed) guard(e lockEntry, read bool) Guard {
-	g := Guard{data: m.data[e.offset : e.offset+e.size : e.offset+e.size], read: read}
+func (m *Managed) guard(e lockEntry, read bool) *Guard {
+	g := &Guard{m: m, data: m.data[e.offset : e.offset+e.size : e.offset+e.size], read: read}
 	if e.kind == LockMutex {
 		g.mu = (*Mutex)(m.prim(e.prim))
 	} else {
@@ -318,12 +378,38 @@ func (m *Managed) guard(e lockEntry, read bool) Guard {
 	return g
 }
 
-func (m *Managed) lock(i int, read bool, dl deadline) (Guard, error) {
-	e, err := m.lockAt(i)
-	if err != nil {
-		return Guard{}, err
+// lockOp names lock i for errors.
+func lockOp(op string, i int) string { return op + " " + strconv.Itoa(i) }
+
+// lockErr wraps the error of a wait for lock g, naming the segment, the
+// lock and (for a timeout) the holder.
+func (m *Managed) lockErr(op string, i int, g *Guard, err error) error {
+	if errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		w := g.mu
+		if w == nil {
+			w = &g.rw.w
+		}
+		if h := atomic.LoadUint64(&w.state); h&mHeld != 0 {
+			err = fmt.Errorf("%w (held by pid %d)", err, tokenOf(h).PID())
+		} else if g.rw != nil && !g.read {
+			err = fmt.Errorf("%w (read-locked)", err)
+		}
 	}
-	g := m.guard(e, read)
+	return &Error{Op: lockOp(op, i), Name: m.seg.name, Err: err}
+}
+
+func (m *Managed) lock(op string, i int, read bool, dl deadline) (g *Guard, err error) {
+	e, err := m.lockAt(op, i)
+	if err != nil {
+		return nil, err
+	}
+	if !m.use() {
+		return nil, m.closedErr(lockOp(op, i))
+	}
+	defer m.done()
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	dl.stop = &m.stop
+	g = m.guard(e, read)
 	switch {
 	case g.mu != nil:
 		if !atomic.CompareAndSwapUint64(&g.mu.state, 0, selfWord) {
@@ -336,69 +422,90 @@ func (m *Managed) lock(i int, read bool, dl deadline) (Guard, error) {
 	default:
 		err = g.rw.lockSlow(dl)
 	}
-	if err != nil && err != ErrOwnerDead {
-		return Guard{}, err
+	switch {
+	case err == nil:
+		return g, nil
+	case err == ErrOwnerDead:
+		return g, m.lockErr(op, i, g, err)
 	}
-	return g, err
+	return nil, m.lockErr(op, i, g, err)
 }
 
 // Lock locks lock i for writing (a mutex simply locks) and returns a guard
 // over its range. If the lock's previous holder died holding it, Lock
-// returns the guard together with ErrOwnerDead: the lock is held, and the
-// data may need repair before MarkConsistent(i).
-func (m *Managed) Lock(i int) (Guard, error) { return m.lock(i, false, noDeadline()) }
+// returns the guard together with an error matching ErrOwnerDead: the lock
+// is held, and the data may need repair before MarkConsistent(i). Errors
+// name the segment and the lock. A segment opened ReadOnly cannot be locked
+// (fs.ErrPermission). After Close, or when the Managed is closed during the
+// wait, it returns ErrClosed.
+func (m *Managed) Lock(i int) (*Guard, error) { return m.lock("lock", i, false, noDeadline()) }
 
-// LockTimeout is Lock waiting at most d (ErrTimeout after that).
-func (m *Managed) LockTimeout(i int, d time.Duration) (Guard, error) {
-	return m.lock(i, false, timeoutDeadline(d))
+// LockTimeout is Lock waiting at most d (ErrTimeout after that, naming the
+// holder).
+func (m *Managed) LockTimeout(i int, d time.Duration) (*Guard, error) {
+	return m.lock("lock", i, false, timeoutDeadline(d))
 }
 
 // LockContext is Lock waiting until ctx is done (ctx.Err() after that).
-func (m *Managed) LockContext(ctx context.Context, i int) (Guard, error) {
+func (m *Managed) LockContext(ctx context.Context, i int) (*Guard, error) {
 	if err := ctx.Err(); err != nil {
-		return Guard{}, err
+		return nil, &Error{Op: lockOp("lock", i), Name: m.seg.name, Err: err}
 	}
-	return m.lock(i, false, ctxDeadline(ctx))
+	return m.lock("lock", i, false, ctxDeadline(ctx))
 }
 
-// TryLock locks lock i for writing if it is free.
-func (m *Managed) TryLock(i int) (Guard, bool) {
-	e, err := m.lockAt(i)
-	if err != nil {
-		return Guard{}, false
+// TryLock locks lock i for writing if it is free. It returns false for an
+// index out of range, a segment opened ReadOnly, after Close, and on a
+// memory fault.
+func (m *Managed) TryLock(i int) (*Guard, bool) {
+	e, err := m.lockAt("lock", i)
+	if err != nil || !m.use() {
+		return nil, false
 	}
-	g := m.guard(e, false)
+	defer m.done()
+	g, err := m.tryLock(e)
+	return g, g != nil && err == nil
+}
+
+func (m *Managed) tryLock(e lockEntry) (g *Guard, err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	g = m.guard(e, false)
 	if g.mu != nil && g.mu.TryLock() || g.rw != nil && g.rw.TryLock() {
-		return g, true
+		return g, nil
 	}
-	return Guard{}, false
+	return nil, nil
 }
 
 // RLock locks lock i for reading and returns a read guard over its range.
 // On a reader/writer lock, readers in any processes hold it at once; on a
 // mutex it is the same as Lock.
-func (m *Managed) RLock(i int) (Guard, error) { return m.lock(i, true, noDeadline()) }
+func (m *Managed) RLock(i int) (*Guard, error) { return m.lock("read-lock", i, true, noDeadline()) }
 
 // RLockTimeout is RLock waiting at most d.
-func (m *Managed) RLockTimeout(i int, d time.Duration) (Guard, error) {
-	return m.lock(i, true, timeoutDeadline(d))
+func (m *Managed) RLockTimeout(i int, d time.Duration) (*Guard, error) {
+	return m.lock("read-lock", i, true, timeoutDeadline(d))
 }
 
 // RLockContext is RLock waiting until ctx is done.
-func (m *Managed) RLockContext(ctx context.Context, i int) (Guard, error) {
+func (m *Managed) RLockContext(ctx context.Context, i int) (*Guard, error) {
 	if err := ctx.Err(); err != nil {
-		return Guard{}, err
+		return nil, &Error{Op: lockOp("read-lock", i), Name: m.seg.name, Err: err}
 	}
-	return m.lock(i, true, ctxDeadline(ctx))
+	return m.lock("read-lock", i, true, ctxDeadline(ctx))
 }
 
 // MarkConsistent clears lock i's mark that a holder died (see
 // Mutex.MarkConsistent). Call it while holding the lock.
-func (m *Managed) MarkConsistent(i int) error {
-	e, err := m.lockAt(i)
+func (m *Managed) MarkConsistent(i int) (err error) {
+	e, err := m.lockAt("mark consistent", i)
 	if err != nil {
 		return err
 	}
+	if !m.use() {
+		return m.closedErr(lockOp("mark consistent", i))
+	}
+	defer m.done()
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	g := m.guard(e, false)
 	if g.mu != nil {
 		g.mu.MarkConsistent()
@@ -409,70 +516,183 @@ func (m *Managed) MarkConsistent(i int) error {
 }
 
 // Mutex returns lock i itself, if it is a LockMutex, for use without a
-// guard.
+// guard. The Mutex must not be used after Close (its memory is unmapped);
+// Mutex called after Close returns ErrClosed.
 func (m *Managed) Mutex(i int) (*Mutex, error) {
-	e, err := m.lockAt(i)
+	e, err := m.lockAt("lock", i)
 	if err != nil {
 		return nil, err
 	}
 	if e.kind != LockMutex {
-		return nil, &Error{Op: "lock", Name: m.seg.name, Err: fmt.Errorf("%w: lock %d is a %v", ErrRange, i, e.kind)}
+		return nil, &Error{Op: lockOp("lock", i), Name: m.seg.name, Err: fmt.Errorf("%w: lock %d is a %v, not a %v", ErrWrongKind, i, e.kind, LockMutex)}
+	}
+	if m.users.Load()&mClosed != 0 {
+		return nil, m.closedErr(lockOp("lock", i))
 	}
 	return (*Mutex)(m.prim(e.prim)), nil
 }
 
 // RWMutex returns lock i itself, if it is a LockRW, for use without a guard.
+// The RWMutex must not be used after Close; RWMutex called after Close
+// returns ErrClosed.
 func (m *Managed) RWMutex(i int) (*RWMutex, error) {
-	e, err := m.lockAt(i)
+	e, err := m.lockAt("lock", i)
 	if err != nil {
 		return nil, err
 	}
 	if e.kind != LockRW {
-		return nil, &Error{Op: "lock", Name: m.seg.name, Err: fmt.Errorf("%w: lock %d is a %v", ErrRange, i, e.kind)}
+		return nil, &Error{Op: lockOp("lock", i), Name: m.seg.name, Err: fmt.Errorf("%w: lock %d is a %v, not a %v", ErrWrongKind, i, e.kind, LockRW)}
+	}
+	if m.users.Load()&mClosed != 0 {
+		return nil, m.closedErr(lockOp("lock", i))
 	}
 	return (*RWMutex)(m.prim(e.prim)), nil
 }
 
-// Event returns event i. Its dynamic type is *AutoEvent, *ManualEvent,
-// *BusyAutoEvent, *BusyManualEvent or *EventFD, by kind.
+// Event returns event i, bound to m: its calls fail with ErrClosed once m
+// is closed (a wait in progress then ends with ErrClosed), and a memory
+// fault (another process shrank the segment) is an error matching
+// ErrCorrupt, not a crash. For the eventfd kinds it is the *EventFD, whose
+// Fd can be given to epoll; for the others an Event of this package's own.
 func (m *Managed) Event(i int) (Event, error) {
 	if i < 0 || i >= len(m.l.events) {
 		return nil, m.rangeErr("event", i, len(m.l.events))
 	}
+	op := "event " + strconv.Itoa(i)
 	if m.seg.readOnly {
-		return nil, &Error{Op: "event", Name: m.seg.name, Err: fmt.Errorf("%w: segment opened read-only", fs.ErrPermission)}
+		return nil, &Error{Op: op, Name: m.seg.name, Err: fmt.Errorf("%w: segment opened read-only (events write to it)", fs.ErrPermission)}
 	}
 	e := m.l.events[i]
-	p := m.prim(e.prim)
 	switch e.kind {
-	case EventAuto:
-		return (*AutoEvent)(p), nil
-	case EventManual:
-		return (*ManualEvent)(p), nil
-	case EventBusyAuto:
-		return (*BusyAutoEvent)(p), nil
-	case EventBusyManual:
-		return (*BusyManualEvent)(p), nil
+	case EventAuto, EventManual, EventBusyAuto, EventBusyManual:
+		if m.users.Load()&mClosed != 0 {
+			return nil, m.closedErr(op)
+		}
+		return &managedEvent{m: m, i: i, kind: e.kind, p: m.prim(e.prim)}, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return nil, &Error{Op: "event", Name: m.seg.name, Err: ErrClosed}
+		return nil, m.closedErr(op)
 	}
 	if m.efds[i] == nil {
 		efd, err := m.openEventFD(i, e)
 		if err != nil {
-			return nil, &Error{Op: "event", Name: m.seg.name, Err: err}
+			return nil, &Error{Op: op, Name: m.seg.name, Err: err}
 		}
 		m.efds[i] = efd
 	}
 	return m.efds[i], nil
 }
 
+// managedEvent is an event of a managed segment, used through its Managed.
+type managedEvent struct {
+	m    *Managed
+	i    int
+	kind EventKind
+	p    unsafe.Pointer
+}
+
+func (e *managedEvent) op() string { return "event " + strconv.Itoa(e.i) }
+
+// call runs f on the event, registered with the Managed and guarded
+// against faults.
+func (e *managedEvent) call(f func() error) (err error) {
+	if !e.m.use() {
+		return e.m.closedErr(e.op())
+	}
+	defer e.m.done()
+	if err := guarded(f); err != nil {
+		return &Error{Op: e.op(), Name: e.m.seg.name, Err: err}
+	}
+	return nil
+}
+
+// guarded runs f, turning a memory fault into an error matching ErrCorrupt.
+func guarded(f func() error) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	return f()
+}
+
+func (e *managedEvent) Set() error {
+	return e.call(func() error {
+		switch e.kind {
+		case EventAuto:
+			return (*AutoEvent)(e.p).Set()
+		case EventManual:
+			return (*ManualEvent)(e.p).Set()
+		case EventBusyAuto:
+			return (*BusyAutoEvent)(e.p).Set()
+		}
+		return (*BusyManualEvent)(e.p).Set()
+	})
+}
+
+func (e *managedEvent) Reset() error {
+	return e.call(func() error {
+		switch e.kind {
+		case EventAuto:
+			return (*AutoEvent)(e.p).Reset()
+		case EventManual:
+			return (*ManualEvent)(e.p).Reset()
+		case EventBusyAuto:
+			return (*BusyAutoEvent)(e.p).Reset()
+		}
+		return (*BusyManualEvent)(e.p).Reset()
+	})
+}
+
+func (e *managedEvent) wait(dl deadline) error {
+	dl.stop = &e.m.stop
+	return e.call(func() error {
+		switch e.kind {
+		case EventAuto:
+			if tryTake((*uint32)(e.p)) {
+				return nil
+			}
+			return waitAuto((*uint32)(e.p), dl)
+		case EventManual:
+			ev := (*ManualEvent)(e.p)
+			if ev.IsSet() {
+				return nil
+			}
+			return ev.wait(dl)
+		case EventBusyAuto:
+			return busyWait((*uint32)(e.p), true, dl)
+		}
+		return busyWait((*uint32)(e.p), false, dl)
+	})
+}
+
+func (e *managedEvent) Wait() error { return e.wait(noDeadline()) }
+
+func (e *managedEvent) WaitTimeout(d time.Duration) error { return e.wait(timeoutDeadline(d)) }
+
+func (e *managedEvent) WaitContext(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return &Error{Op: e.op(), Name: e.m.seg.name, Err: err}
+	}
+	return e.wait(ctxDeadline(ctx))
+}
+
+// IsSet reports whether the event is set (false after Close).
+func (e *managedEvent) IsSet() bool {
+	set := false
+	e.call(func() error {
+		set = atomic.LoadUint32((*uint32)(e.p))&evSet != 0
+		return nil
+	})
+	return set
+}
+
 // Close closes the segment's eventfds, stops serving them if this process
 // created them, and closes the segment (removing it if the caller owns it).
-// The Managed and every Guard, lock and event obtained from it must not be
-// used afterwards.
+// It may run concurrently with other calls: those in progress finish first
+// (a wait ends with ErrClosed), and later ones fail with ErrClosed. Locks
+// this process holds in the segment are given up (other processes take them
+// over as from a dead holder). Locks and events obtained with Mutex and
+// RWMutex must not be used afterwards; Guards and Events obtained from m
+// turn into no-ops and ErrClosed.
 func (m *Managed) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -480,6 +700,13 @@ func (m *Managed) Close() error {
 		return nil
 	}
 	m.closed = true
+	m.stop.Store(true)
+	for {
+		u := m.users.Load()
+		if m.users.CompareAndSwap(u, u|mClosed) {
+			break
+		}
+	}
 	var errs []error
 	if m.server != nil {
 		errs = append(errs, m.server.Close())
@@ -490,6 +717,35 @@ func (m *Managed) Close() error {
 		}
 	}
 	m.mu.Unlock()
+	// Wake the waits in progress so that they see the Managed closed, and
+	// wait for every call in progress to leave before unmapping.
+	m.wakeAll()
+	for wait := time.Microsecond; m.users.Load()&(mClosed-1) != 0; {
+		time.Sleep(wait)
+		if wait < time.Millisecond {
+			wait *= 2
+		}
+	}
 	errs = append(errs, m.seg.Close())
 	return errors.Join(errs...)
+}
+
+// wakeAll wakes every sleeper on the words of the segment's locks and
+// events.
+func (m *Managed) wakeAll() {
+	defer func() { recover() }() // a shrunk segment: its sleepers see the stop flag within a slice
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	for _, e := range m.l.locks {
+		p := m.prim(e.prim)
+		futex.Wake(lowHalf((*uint64)(p)), futex.All)
+		if e.kind == LockRW {
+			futex.Wake(&(*RWMutex)(p).drain, futex.All)
+		}
+	}
+	for _, e := range m.l.events {
+		if e.kind == EventAuto || e.kind == EventManual {
+			futex.Wake((*uint32)(m.prim(e.prim)), futex.All)
+		}
+	}
 }

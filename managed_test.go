@@ -172,7 +172,7 @@ func TestManagedGuards(t *testing.T) {
 			t.Fatalf("Event(%d): %v, want ErrRange", i+3, err)
 		}
 	}
-	if _, err := m.Mutex(1); !errors.Is(err, ErrRange) {
+	if _, err := m.Mutex(1); !errors.Is(err, ErrWrongKind) {
 		t.Fatalf("Mutex(1) of an RW lock: %v", err)
 	}
 	if _, err := m.RWMutex(1); err != nil {

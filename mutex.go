@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -116,7 +117,9 @@ func (m *Mutex) Lock() {
 	if atomic.CompareAndSwapUint64(&m.state, 0, selfWord) {
 		return
 	}
-	m.lockSlow(noDeadline(), 1)
+	if err := m.lockSlow(noDeadline(), 1); err != nil && err != ErrOwnerDead {
+		panic(err) // only a memory fault: see "Memory faults"
+	}
 }
 
 // TryLock locks m if it is free and reports whether it did. It never waits
@@ -159,7 +162,8 @@ func (m *Mutex) LockContext(ctx context.Context) error {
 // lockSlow waits for m. handOn is how many sleepers a waiter that gives up
 // wakes when it finds m free (1 for a Mutex; every one for the writer word
 // of an RWMutex, where readers sleep too).
-func (m *Mutex) lockSlow(dl deadline, handOn int) error {
+func (m *Mutex) lockSlow(dl deadline, handOn int) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	word := lowHalf(&m.state)
 	var w *watcher // armed before the first sleep
 	defer func() { w.stop() }()
@@ -256,6 +260,7 @@ func (m *Mutex) Unlock() {
 }
 
 func (m *Mutex) unlockSlow() {
+	defer panicOnFault(debug.SetPanicOnFault(true))
 	for {
 		old := atomic.LoadUint64(&m.state)
 		if old&mOwnerMask != selfWord {

@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"runtime/debug"
 	"math/bits"
 	"sync/atomic"
 	"time"
@@ -140,7 +141,9 @@ func (rw *RWMutex) rlockMiss(took bool) {
 		ok, _ = rw.tryRead()
 	}
 	if !ok {
-		rw.rlockSlow(noDeadline())
+		if err := rw.rlockSlow(noDeadline()); err != nil && err != ErrOwnerDead {
+			panic(err) // only a memory fault: see "Memory faults"
+		}
 	}
 }
 
@@ -260,7 +263,8 @@ func (rw *RWMutex) wakeWriter() {
 	futex.Wake(&rw.drain, 1)
 }
 
-func (rw *RWMutex) rlockSlow(dl deadline) error {
+func (rw *RWMutex) rlockSlow(dl deadline) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	word := lowHalf(&rw.w.state)
 	var w *watcher // armed before the first sleep
 	defer func() { w.stop() }()
@@ -365,6 +369,7 @@ func (rw *RWMutex) RUnlock() {
 // whether it released the share in the home slot (and then saw a writer,
 // whom it must tell).
 func (rw *RWMutex) runlockMiss(took bool) {
+	defer panicOnFault(debug.SetPanicOnFault(true))
 	if took {
 		rw.wakeWriter()
 		return
@@ -386,7 +391,9 @@ func (rw *RWMutex) runlockSlow() {
 // Lock locks rw for writing, waiting as long as it takes. A dead writer's
 // lock is taken over (see OwnerDied).
 func (rw *RWMutex) Lock() {
-	rw.lockSlow(noDeadline())
+	if err := rw.lockSlow(noDeadline()); err != nil && err != ErrOwnerDead {
+		panic(err) // only a memory fault: see "Memory faults"
+	}
 }
 
 // TryLock locks rw for writing if it is free, and reports whether it did.
@@ -418,7 +425,8 @@ func (rw *RWMutex) LockContext(ctx context.Context) error {
 	return rw.lockSlow(ctxDeadline(ctx))
 }
 
-func (rw *RWMutex) lockSlow(dl deadline) error {
+func (rw *RWMutex) lockSlow(dl deadline) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	var result error
 	if !atomic.CompareAndSwapUint64(&rw.w.state, 0, selfWord) {
 		result = rw.w.lockSlow(dl, futex.All)

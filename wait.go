@@ -40,8 +40,9 @@ const (
 
 // deadline is when a wait gives up; the zero value waits forever.
 type deadline struct {
-	ctx context.Context // nil: no context
-	at  time.Time       // zero: no deadline
+	ctx  context.Context // nil: no context
+	at   time.Time       // zero: no deadline
+	stop *atomic.Bool    // nil, or set when the memory waited on is being closed (a Managed): the wait ends with ErrClosed
 }
 
 func noDeadline() deadline { return deadline{} }
@@ -66,6 +67,9 @@ func ctxDeadline(ctx context.Context) deadline {
 
 // expired returns the error that ends the wait, or nil if time remains.
 func (d *deadline) expired() error {
+	if d.stop != nil && d.stop.Load() {
+		return ErrClosed
+	}
 	if d.ctx != nil {
 		if err := d.ctx.Err(); err != nil {
 			return err
@@ -94,6 +98,14 @@ func (d *deadline) timeout() error {
 // deadline already past ends the wait instead of becoming "no limit".
 func (d *deadline) sleep(addr *uint32, val uint32, slice time.Duration) error {
 	t := slice
+	if d.stop != nil {
+		if d.stop.Load() {
+			return ErrClosed
+		}
+		if t < 0 || t > ctxSlice {
+			t = ctxSlice // Close wakes the words it knows; this bounds the rest
+		}
+	}
 	if d.ctx != nil {
 		if err := d.ctx.Err(); err != nil {
 			return err
