@@ -2,8 +2,8 @@ package shm
 
 import (
 	"context"
-	"runtime/debug"
 	"math/bits"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 	"unsafe"
