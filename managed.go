@@ -337,21 +337,25 @@ func (g *Guard) Bytes() []byte {
 }
 
 // Unlock releases the lock, once. Use the guard's bytes no more afterwards.
-// After its Managed was closed it does nothing (closing gave the lock up).
+// After its Managed was closed it does nothing (closing gave the lock up),
+// nor when the lock's memory is gone (another process shrank the segment:
+// the other calls report that as ErrCorrupt).
 func (g *Guard) Unlock() {
 	if g == nil || g.m == nil || !g.unlocked.CompareAndSwap(false, true) || !g.m.use() {
 		return
 	}
 	defer g.m.done()
-	defer panicOnFault(debug.SetPanicOnFault(true))
-	switch {
-	case g.mu != nil:
-		g.mu.Unlock()
-	case g.read:
-		g.rw.RUnlock()
-	default:
-		g.rw.Unlock()
-	}
+	guarded(func() error {
+		switch {
+		case g.mu != nil:
+			g.mu.Unlock()
+		case g.read:
+			g.rw.RUnlock()
+		default:
+			g.rw.Unlock()
+		}
+		return nil
+	})
 }
 
 func (m *Managed) prim(off uint64) unsafe.Pointer {
