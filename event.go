@@ -108,6 +108,12 @@ func (k EventKind) String() string {
 // atomics): either the waiter sees the new generation or the setter sees
 // the waiter and wakes it.
 //
+// Waiters sleep at most eventSlice at a time and look at the word again, so
+// that a process that died in the middle of a Set (after the CAS, before
+// the wake), or one woken by a Set that died before taking the event,
+// delays the others by at most a slice; a Set that finds the event already
+// set and waiters registered wakes them again, for the same reason.
+//
 // Invariants: a count is the number of waiters between registration and
 // leaving (a dead waiter leaves it too high, which only costs a needless
 // wake system call); the set bit changes only by Set, Reset, or an auto
@@ -117,6 +123,13 @@ const (
 	evSet    = 1
 	evWaiter = 2
 	evGen    = 2 // one generation of a manual event
+
+	// eventSlice bounds one sleep of an event waiter. A process that dies
+	// in the middle of a Set (after changing the word, before waking
+	// anyone), or after being woken and before taking an auto event,
+	// leaves the event set and its waiters asleep: they find it within a
+	// slice. It costs an idle waiter a wake-up ten times a second.
+	eventSlice = 100 * time.Millisecond
 )
 
 // AutoEvent is an auto-reset event for processes sharing memory: one Set
@@ -153,6 +166,11 @@ func (e *AutoEvent) Set() error {
 	for {
 		old := atomic.LoadUint32(p)
 		if old&evSet != 0 {
+			if old >= evWaiter {
+				// Set, with waiters: the waiter an earlier Set woke may have
+				// died before taking it. Wake one (more) to make sure.
+				futex.Wake(p, 1)
+			}
 			return nil
 		}
 		if atomic.CompareAndSwapUint32(p, old, old|evSet) {
@@ -208,6 +226,11 @@ func (e *ManualEvent) Set() error {
 	for {
 		old := atomic.LoadUint32(&e.state)
 		if old&evSet != 0 {
+			if atomic.LoadUint32(&e.waiters) != 0 {
+				// Set, with waiters: an earlier setter may have died before
+				// it woke them.
+				futex.Wake(&e.state, futex.All)
+			}
 			return nil
 		}
 		if atomic.CompareAndSwapUint32(&e.state, old, (old+evGen)|evSet) {
@@ -280,7 +303,7 @@ func (e *ManualEvent) wait(dl deadline) (err error) {
 	atomic.AddUint32(&e.waiters, 1)
 	defer atomic.AddUint32(&e.waiters, ^uint32(0))
 	for atomic.LoadUint32(p) == g {
-		if err := dl.sleep(p, g, -1); err != nil {
+		if err := dl.sleep(p, g, eventSlice); err != nil {
 			if atomic.LoadUint32(p) != g {
 				return nil
 			}
@@ -334,7 +357,7 @@ func waitAuto(p *uint32, dl deadline) (err error) {
 			}
 			continue
 		}
-		if err := dl.sleep(p, old, -1); err != nil {
+		if err := dl.sleep(p, old, eventSlice); err != nil {
 			// Leave, unless a Set came in the meantime: then take it (its
 			// wake-up may have been ours alone).
 			for {

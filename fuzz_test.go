@@ -37,7 +37,7 @@ func FuzzPrimitiveWords(f *testing.F) {
 	f.Add(zero, ops)
 	f.Add(ones, ops)
 	// A mutex "held" by an unknown process with waiters, an RWMutex whose
-	// writer word has the readers bit and an owner, every inuse bit set,
+	// writer word has the readers bit and an owner, every idle bit set,
 	// slots of unknown processes and of this one, events with huge waiter
 	// counts.
 	odd := make([]byte, size)

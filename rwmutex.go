@@ -45,30 +45,46 @@ import (
 //	       (29) says readers may be asleep on it.
 //	drain  a counter readers bump when they leave while w is held; the
 //	       writer waiting for readers sleeps on it
-//	inuse  256 bits, one per slot: the slot may hold read locks. Readers
-//	       set their slot's bit; only a writer, holding w, clears the bit
-//	       of a slot it finds free.
+//	idle   256 bits, one per slot: set, the slot is marked free and
+//	       writers skip it. The zero value (all clear) has writers look at
+//	       every slot.
 //	slots  256 reader slots, each: bits 0..7 how many read locks one
 //	       process holds there, bits 8..63 its owner token (internal/owner);
-//	       0 when free. A process uses the slot at its home index (from its
-//	       token) and, if that is another process's, the next free one, or
-//	       several when it holds more than 255 read locks.
+//	       0 when free, and mark (token 1, count 0, never a real token's)
+//	       when free and skipped by writers. A process uses the slot at its
+//	       home index (from its token) and, if that is another process's,
+//	       the next free one, or several when it holds more than 255 read
+//	       locks.
 //
-// Reader: add one to its slot (a CAS, a full barrier), make sure the slot's
-// inuse bit is set, then load w. If w has no owner, the read lock is held;
-// otherwise take the share back and sleep on w until it is released.
-// Writer: lock w, then load inuse and every slot whose bit is set, until
-// every slot is free, sleeping on drain. Both sides write their own word and
-// then read the other's, with sequentially consistent atomics: either the
-// reader sees the writer in w, or the writer sees the reader's inuse bit and
-// then its count (the store-load pattern of Dekker's algorithm). A bit
-// cleared by a writer between a reader's count and its check of the bit is
-// no hole: the writer loaded that slot as free before clearing, so it owned
-// w before the reader's CAS, and the reader's load of w sees it. A reader
-// leaving (RUnlock, or backing out) that sees w held bumps drain and wakes
-// the writer, which loaded drain before it looked at the slots, so it never
-// sleeps through the last reader leaving. Releasing w wakes every sleeper
-// on it when its readers bit is set.
+// Invariant: a slot that is 0 or holds read locks has its idle bit clear.
+// A writer that finds a slot 0 marks it: it CASes the slot from 0 to mark,
+// sets the idle bit, then looks at the slot again and clears the bit if a
+// reader claimed the slot meanwhile. A reader claims a 0 slot (the fast
+// path: its bit is clear, and stays clear while the slot is not 0, since a
+// writer sets it only after marking) or a marked one (then it clears the
+// bit itself, after its CAS).
+//
+// Reader: add one to its slot (a CAS, a full barrier), then load w. If w
+// has no owner, the read lock is held; otherwise take the share back and
+// sleep on w until it is released. Writer: lock w, then load the idle bits
+// and every slot whose bit is clear, until every slot is free, sleeping on
+// drain. Both sides write their own word and then read the other's, with
+// sequentially consistent atomics: either the reader sees the writer in w,
+// or the writer sees the reader's count, through its clear idle bit (clear
+// before the reader's load of w, by the invariant, and not set again while
+// the slot holds the read lock): the store-load pattern of Dekker's
+// algorithm. A bit a writer set on a slot that a reader claimed at the same
+// time is cleared again by that writer's second look, while it still holds
+// w, or by the reader itself, before its load of w: a reader can be inside
+// with its bit set only while a writer holds w, and it backs out. (An index
+// of busy slots that readers set and writers clear once let a writer in
+// beside a reader: a writer loaded the reader's slot as free, the reader
+// counted itself and found its bit set, the writer cleared the bit and
+// left, and only then did the reader load w; the next writer skipped its
+// slot.) A reader leaving (RUnlock, or backing out) that sees w held bumps
+// drain and wakes the writer, which loaded drain before it looked at the
+// slots, so it never sleeps through the last reader leaving. Releasing w
+// wakes every sleeper on it when its readers bit is set.
 //
 // Owner death: writers recover w as Mutex does. A reader that waited for
 // the same writer for a liveness slice asks whether it is alive; if it is
@@ -80,7 +96,7 @@ type RWMutex struct {
 	w     Mutex
 	drain uint32
 	_     uint32
-	inuse [rwSlots / 64]uint64
+	idle  [rwSlots / 64]uint64
 	_     [2]uint64 // the slots start on a cache line of their own
 	slots [rwSlots]uint64
 }
@@ -88,6 +104,7 @@ type RWMutex struct {
 const (
 	rwSlots    = 256
 	rCountMask = 1<<8 - 1
+	rMark      = 1 << 8 // a free slot off the index (see the protocol)
 )
 
 var (
@@ -95,13 +112,10 @@ var (
 	// when it holds one read lock there.
 	readerID  = uint64(owner.Self()) << 8
 	readerOne = readerID | 1
-	// readerHome is the slot this process tries first; homeOff and
-	// homeBitsOff are the offsets in an RWMutex of that slot and of the
-	// inuse word with its bit, readerBit.
-	homeOff     = unsafe.Offsetof(RWMutex{}.slots) + 8*uintptr(readerHome)
-	homeBitsOff = unsafe.Offsetof(RWMutex{}.inuse) + 8*uintptr(readerHome/64)
-	readerBit   = uint64(1) << (readerHome % 64)
-	readerHome  = func() uint {
+	// readerHome is the slot this process tries first; homeOff its offset
+	// in an RWMutex.
+	homeOff    = unsafe.Offsetof(RWMutex{}.slots) + 8*uintptr(readerHome)
+	readerHome = func() uint {
 		t := uint64(owner.Self())
 		t ^= t >> 29
 		t *= 0xbf58476d1ce4e5b9
@@ -116,9 +130,9 @@ func slotToken(v uint64) owner.Token { return owner.Token(v >> 8) }
 // RLock locks rw for reading, waiting as long as it takes.
 func (rw *RWMutex) RLock() {
 	// The common case, small enough to be inlined: this process's home
-	// slot is free, its inuse bit set, and no writer is about.
+	// slot is free (so writers look at it) and no writer is about.
 	took := atomic.CompareAndSwapUint64(rw.home(), 0, readerOne)
-	if took && atomic.LoadUint64(rw.homeBits())&readerBit != 0 && atomic.LoadUint64(&rw.w.state)&mHeld == 0 {
+	if took && atomic.LoadUint64(&rw.w.state)&mHeld == 0 {
 		return
 	}
 	rw.rlockMiss(took)
@@ -127,12 +141,8 @@ func (rw *RWMutex) RLock() {
 // home returns this process's home slot.
 func (rw *RWMutex) home() *uint64 { return (*uint64)(unsafe.Add(unsafe.Pointer(rw), homeOff)) }
 
-// homeBits returns the inuse word that holds the home slot's bit.
-func (rw *RWMutex) homeBits() *uint64 { return (*uint64)(unsafe.Add(unsafe.Pointer(rw), homeBitsOff)) }
-
 // rlockMiss is RLock when its common case did not apply: took tells
-// whether a share was counted in the home slot (whose bit was clear, or
-// which met a writer).
+// whether a share was counted in the home slot (and met a writer).
 func (rw *RWMutex) rlockMiss(took bool) {
 	var ok bool
 	if took {
@@ -193,14 +203,9 @@ func (rw *RWMutex) tryRead() (ok, full bool) {
 	return rw.admit(i), false
 }
 
-// admit completes a read lock counted in slot i: it sets the slot's inuse
-// bit, then keeps the share if no writer holds w, and gives it back if one
-// does.
+// admit completes a read lock counted in slot i (whose idle bit is clear):
+// it keeps the share if no writer holds w, and gives it back if one does.
 func (rw *RWMutex) admit(i int) bool {
-	p, bit := &rw.inuse[i/64], uint64(1)<<(i%64)
-	if atomic.LoadUint64(p)&bit == 0 {
-		atomic.OrUint64(p, bit)
-	}
 	if atomic.LoadUint64(&rw.w.state)&mHeld == 0 {
 		return true
 	}
@@ -209,8 +214,9 @@ func (rw *RWMutex) admit(i int) bool {
 }
 
 // take counts one read share for this process in a slot: its own (with
-// room), else a free one, probing from its home. It returns the slot, or
-// -1 if every slot is another process's.
+// room), else a free one, probing from its home, and makes sure the slot's
+// idle bit is clear. It returns the slot, or -1 if every slot is another
+// process's.
 func (rw *RWMutex) take() int {
 	for k := uint(0); k < rwSlots; k++ {
 		i := (readerHome + k) % rwSlots
@@ -219,7 +225,7 @@ func (rw *RWMutex) take() int {
 			old := atomic.LoadUint64(p)
 			var nw uint64
 			switch {
-			case old == 0:
+			case old == 0 || old == rMark:
 				nw = readerOne
 			case old&^rCountMask == readerID && old&rCountMask < rCountMask:
 				nw = old + 1
@@ -228,6 +234,10 @@ func (rw *RWMutex) take() int {
 				break
 			}
 			if atomic.CompareAndSwapUint64(p, old, nw) {
+				if old == rMark {
+					// Marked free: unmark it, before the load of w.
+					atomic.AndUint64(&rw.idle[i/64], ^(uint64(1) << (i % 64)))
+				}
 				return int(i)
 			}
 		}
@@ -338,16 +348,17 @@ func (rw *RWMutex) rlockSlow(dl deadline) (err error) {
 	}
 }
 
-// reclaimDead releases the read shares of every process found dead.
+// reclaimDead releases the read shares of every process found dead. It
+// looks at every slot, marked ones included: a reader killed between its
+// claim of a marked slot and its clearing of the bit left a share writers
+// skip (harmless, it reads nothing) that only this frees.
 func (rw *RWMutex) reclaimDead() {
-	for k := range rw.inuse {
-		b := atomic.LoadUint64(&rw.inuse[k])
-		for b != 0 {
-			j := bits.TrailingZeros64(b)
-			b &^= 1 << j
-			p := &rw.slots[k*64+j]
-			if v := atomic.LoadUint64(p); v != 0 && !owner.Alive(unsafe.Pointer(p), slotToken(v)) {
-				atomic.CompareAndSwapUint64(p, v, 0)
+	for i := range rw.slots {
+		p := &rw.slots[i]
+		if v := atomic.LoadUint64(p); v&rCountMask != 0 && !owner.Alive(unsafe.Pointer(p), slotToken(v)) {
+			if atomic.CompareAndSwapUint64(p, v, 0) {
+				// 0 must have its idle bit clear.
+				atomic.AndUint64(&rw.idle[i/64], ^(uint64(1) << (i % 64)))
 			}
 		}
 	}
@@ -488,22 +499,30 @@ func (rw *RWMutex) drainReaders(dl deadline, result error) error {
 }
 
 // readers returns the index of a slot holding read locks, or -1 if there
-// are none. It clears the inuse bits of the free slots it passes; only a
-// writer holding w calls it.
+// are none. It marks the free slots it passes; only a writer holding w
+// calls it.
 func (rw *RWMutex) readers() int {
-	for k := range rw.inuse {
-		b := atomic.LoadUint64(&rw.inuse[k])
+	for k := range rw.idle {
+		b := ^atomic.LoadUint64(&rw.idle[k])
 		for b != 0 {
 			j := bits.TrailingZeros64(b)
 			b &^= 1 << j
-			if atomic.LoadUint64(&rw.slots[k*64+j]) != 0 {
+			s := &rw.slots[k*64+j]
+			v := atomic.LoadUint64(s)
+			if v&rCountMask != 0 {
 				return k*64 + j
 			}
-			p, bit := &rw.inuse[k], uint64(1)<<j
-			for {
-				old := atomic.LoadUint64(p)
-				if old&bit == 0 || atomic.CompareAndSwapUint64(p, old, old&^bit) {
-					break
+			if v != 0 || !atomic.CompareAndSwapUint64(s, 0, rMark) {
+				continue // a reader's claim of a marked slot in progress, or a claim just now
+			}
+			p, bit := &rw.idle[k], uint64(1)<<j
+			atomic.OrUint64(p, bit)
+			if v := atomic.LoadUint64(s); v != rMark {
+				// A reader claimed the slot between our CAS and our bit:
+				// clear the bit again (the reader, if it backed out, left 0).
+				atomic.AndUint64(p, ^bit)
+				if v&rCountMask != 0 {
+					return k*64 + j
 				}
 			}
 		}
