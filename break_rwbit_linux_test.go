@@ -48,12 +48,6 @@ func openExcl(name string, rwOff int) (*Segment, *RWMutex, *exclArea, error) {
 	return seg, rw, x, nil
 }
 
-func spinFor(n int) {
-	for i := 0; i < n; i++ {
-		spinPause()
-	}
-}
-
 // zap drops this process's page-table entries for the page holding addr,
 // so that its next access takes a (minor) page fault, as reclaim, NUMA
 // balancing or migration may do at any time.
