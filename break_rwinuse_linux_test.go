@@ -24,6 +24,7 @@ import (
 // the inuse word, load w), with a pause between its load of the inuse word
 // and its load of w, as a preemption there would make.
 func TestBreakRWInuseBitClearedUnderReader(t *testing.T) {
+	defer needProcs()()
 	const page = 4096
 	name := testName(t)
 	seg1, err := Create(name, 3*page)
@@ -164,6 +165,7 @@ func TestBreakRWInuseBitClearedUnderReader(t *testing.T) {
 // share counted in a slot whose bit is clear, and a writer's Lock succeeds
 // beside it.
 func TestBreakRWInuseBitClearedUnderRealReader(t *testing.T) {
+	defer needProcs()()
 	const page = 4096
 	name := testName(t)
 	seg1, err := Create(name, 2*page)

@@ -32,6 +32,7 @@ func init() {
 	// the first touch of page 1 after the home slot was counted, and wait
 	// there to be killed.
 	registerChild("brk-rlock-stop", func(args []string) error {
+		needProcs()
 		seg, err := Open(args[0])
 		if err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -114,3 +115,13 @@ func (p *pauser) resume(page uintptr) error {
 }
 
 func (p *pauser) close() { p.f.Close() }
+
+// needProcs makes sure at least two goroutines can run while one of them is
+// stopped in a page fault (it keeps its P), and returns the restore.
+func needProcs() func() {
+	if old := runtime.GOMAXPROCS(0); old < 2 {
+		runtime.GOMAXPROCS(2)
+		return func() { runtime.GOMAXPROCS(old) }
+	}
+	return func() {}
+}
