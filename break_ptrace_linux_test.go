@@ -140,7 +140,10 @@ func tracedChild(args []string) error {
 		}
 		atomic.StoreUint64(&tr.addr, uint64(uintptr(unsafe.Pointer(wakeWord(a, what)))))
 		atomic.StoreInt64(&tr.tid, int64(unix.Gettid()))
-		for atomic.LoadInt32(&tr.start) == 0 {
+		for giveUp := time.Now().Add(30 * time.Second); atomic.LoadInt32(&tr.start) == 0; {
+			if time.Now().After(giveUp) {
+				return errors.New("never started")
+			}
 			spinPause()
 		}
 		switch what {
@@ -351,7 +354,11 @@ func init() {
 			defer seg.Close()
 			atomic.StoreUint64(&tr.addr, uint64(uintptr(unsafe.Pointer(&a.auto.state))))
 			atomic.StoreInt64(&tr.tid, int64(unix.Gettid()))
-			for atomic.LoadInt32(&tr.start) == 0 {
+			for giveUp := time.Now().Add(30 * time.Second); atomic.LoadInt32(&tr.start) == 0; {
+				if time.Now().After(giveUp) {
+					done <- errors.New("never started")
+					return
+				}
 				spinPause()
 			}
 			if err := a.auto.WaitTimeout(60 * time.Second); err != nil {
