@@ -22,8 +22,8 @@ func TestBreakDamagedWords(t *testing.T) {
 	words := []*uint64{&a.mu.state, &a.rw.w.state, (*uint64)(unsafe.Pointer(&a.rw.drain)),
 		(*uint64)(unsafe.Pointer(&a.auto.state)), (*uint64)(unsafe.Pointer(&a.manual.state)),
 		(*uint64)(unsafe.Pointer(&a.bauto.state)), (*uint64)(unsafe.Pointer(&a.bmanual.state))}
-	for i := range a.rw.inuse {
-		words = append(words, &a.rw.inuse[i])
+	for i := range a.rw.idle {
+		words = append(words, &a.rw.idle[i])
 	}
 	for i := 0; i < len(a.rw.slots); i += 7 {
 		words = append(words, &a.rw.slots[i])

@@ -11,14 +11,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestBreakWholeFileLockHidesDeath: a peer that takes an ordinary
-// whole-file read lock on the segment's file (fcntl with l_len 0, "to the
-// end of the file and beyond", as lockf-style code does) covers every
-// liveness byte at 2^62 + token: the kernel then reports every token as
-// held, and a dead holder's lock is never taken over. internal/owner says
-// the liveness bytes lie "far beyond any real size ... so that the liveness
-// locks never touch the bytes a peer may lock itself", but a lock to EOF
-// reaches them.
+// TestBreakWholeFileLockHidesDeath: a peer's ordinary whole-file read lock
+// on the segment's file (fcntl with l_len 0, "to the end of the file and
+// beyond", as lockf-style code takes) covers every liveness byte at
+// 2^62 + token, so while it is held the kernel reports every token as held
+// and a dead holder cannot be told from a live one. This was found by an
+// adversarial test; the choice made (see internal/owner) is to keep the
+// liveness locks read locks, so that such a peer never makes an open of the
+// segment fail, and to accept that the peer's lock suspends recovery while
+// it is held: never two holders, timed waits still return, and the dead
+// holder's lock is taken over as soon as the peer lets go.
 func TestBreakWholeFileLockHidesDeath(t *testing.T) {
 	name, _, a := newArea(t)
 	f, err := os.Open(Dir + "/" + name)
@@ -30,13 +32,26 @@ func TestBreakWholeFileLockHidesDeath(t *testing.T) {
 	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
 		t.Fatal(err)
 	}
+	// Opening the segment (taking a liveness lock) still works.
 	holder := startChild(t, "area-hold", name)
 	waitCount(t, &a.ready, 1, 20*time.Second)
 	holder.kill()
-	err = a.mu.LockTimeout(500 * time.Millisecond)
-	if err == nil || errors.Is(err, ErrOwnerDead) {
-		a.mu.Unlock()
-		return
+	if err := a.mu.LockTimeout(200 * time.Millisecond); !errors.Is(err, ErrTimeout) {
+		if err == nil || errors.Is(err, ErrOwnerDead) {
+			a.mu.Unlock()
+		}
+		t.Fatalf("with a peer's whole-file read lock held, LockTimeout: %v (want ErrTimeout: deaths cannot be told then)", err)
 	}
-	t.Fatalf("the holder was killed; with a whole-file read lock on the segment held by a peer, LockTimeout: %v (want ErrOwnerDead)", err)
+	lk.Type = unix.F_UNLCK
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := a.mu.LockTimeout(time.Second); !errors.Is(err, ErrOwnerDead) {
+		t.Fatalf("once the peer let go of its lock, LockTimeout: %v, want ErrOwnerDead", err)
+	}
+	if el := time.Since(start); el > 100*time.Millisecond {
+		t.Errorf("the dead holder's lock was taken %v after the peer let go, want at most 100 ms", el)
+	}
+	a.mu.Unlock()
 }

@@ -309,7 +309,10 @@ func TestBreakEventSetterKilledBeforeWake(t *testing.T) {
 			// (rw) both readers at once; the killed RUnlock lets both
 			// writers in in turn; a manual Set releases both.
 			if what == "auto" {
+				setterDone := make(chan struct{})
+				defer func() { <-setterDone }() // it touches the segment: before the cleanup unmaps it
 				go func() {
+					defer close(setterDone)
 					for atomic.LoadInt32(&tr.woken) < n && time.Since(killedAt) < 2*time.Second {
 						a.auto.Set()
 						time.Sleep(10 * time.Millisecond)

@@ -73,7 +73,7 @@ func init() {
 				for atomic.LoadInt32(&x.stop) == 0 {
 					zapPage(unsafe.Pointer(&rw.w.state))
 					if role == "writer" {
-						zapPage(unsafe.Pointer(&rw.inuse[0]))
+						zapPage(unsafe.Pointer(&rw.idle[0]))
 					}
 					spinFor(50)
 				}

@@ -10,19 +10,19 @@ import (
 	"unsafe"
 )
 
-// TestBreakRWInuseBitClearedUnderReader: a writer clears the inuse bit of a
-// slot it loaded as free; a reader that counted itself in that slot just
-// after the writer's load, and checked the bit just before the clear, then
-// loads w only after that writer has unlocked: it finds w free and reads,
-// its slot's bit clear. The next writer skips the slot and gets in beside
-// it. The protocol comment says the reader's load of w "sees" the writer,
-// but the writer may be gone by then.
+// TestBreakRWInuseBitClearedUnderReader: a writer marks a free slot (CAS
+// from 0 to mark) and, before it sets the slot's idle bit, a reader claims
+// the marked slot and counts itself in it. The writer must notice (its
+// second look at the slot) and wait for the reader, and a later writer must
+// see the reader too. (Under the protocol of an index of busy slots that
+// readers set and writers cleared, a writer that had loaded a slot as free
+// cleared the bit of a reader that had counted itself just after, and the
+// next writer skipped the reader's slot and got in beside it.)
 //
 // The writer is the library's own Lock, stopped (userfaultfd) between its
-// load of the slot and its clear of the bit. The reader follows the
-// protocol step by step (it is RLock's fast path: CAS the home slot, load
-// the inuse word, load w), with a pause between its load of the inuse word
-// and its load of w, as a preemption there would make.
+// mark of the slot (page 2) and its setting of the bit (page 1). The reader
+// follows the protocol step by step: claim the marked slot, clear its bit,
+// load w.
 func TestBreakRWInuseBitClearedUnderReader(t *testing.T) {
 	defer needProcs()()
 	const page = 4096
@@ -38,8 +38,7 @@ func TestBreakRWInuseBitClearedUnderReader(t *testing.T) {
 	}
 	defer seg2.Close()
 	// Place the lock so that this process's home slot starts page 2 while
-	// w and the inuse words are on page 1: the writer's load of the slot
-	// and its clear of the bit then touch different pages.
+	// w and the idle words are on page 1.
 	off := 2*page - int(unsafe.Offsetof(RWMutex{}.slots)) - 8*int(readerHome)
 	rw1, err := View[RWMutex](seg1.Bytes()[off:]) // the writer's
 	if err != nil {
@@ -54,17 +53,11 @@ func TestBreakRWInuseBitClearedUnderReader(t *testing.T) {
 	if a := uintptr(unsafe.Pointer(&rw1.slots[readerHome])); a != page2 {
 		t.Fatalf("layout: home slot at %#x, want %#x", a, page2)
 	}
-	if a := uintptr(unsafe.Pointer(&rw1.inuse[readerHome/64])); a&^(page-1) != page1 {
-		t.Fatalf("layout: inuse word not on page 1")
+	if a := uintptr(unsafe.Pointer(&rw1.idle[readerHome/64])); a&^(page-1) != page1 {
+		t.Fatalf("layout: idle word not on page 1")
 	}
-
-	// A reader came and went: its slot is free, its inuse bit still set
-	// (only writers clear bits).
-	rw2.RLock()
-	rw2.RUnlock()
-	if atomic.LoadUint64(rw2.homeBits())&readerBit == 0 || atomic.LoadUint64(rw2.home()) != 0 {
-		t.Fatal("setup: want a free home slot with its inuse bit set")
-	}
+	bit := uint64(1) << (readerHome % 64)
+	idle := &rw2.idle[readerHome/64]
 
 	p, err := newPauser(page1, 2*page)
 	if err != nil {
@@ -87,8 +80,8 @@ func TestBreakRWInuseBitClearedUnderReader(t *testing.T) {
 		rw1.Unlock()
 	}()
 
-	// Let writer 1 run until it has loaded the home slot (page 2), then
-	// stop it at its next touch of page 1: its clear of the bit.
+	// Let writer 1 run until it has touched the home slot (page 2), then
+	// stop it at its next touch of page 1: its setting of the bit.
 	paused := uintptr(0)
 	sawSlot := false
 	timeout := time.After(10 * time.Second)
@@ -104,66 +97,69 @@ func TestBreakRWInuseBitClearedUnderReader(t *testing.T) {
 				p.zap(page1, page) // the next touch of page 1 faults
 				p.resume(page2)
 			case pg == page1 && sawSlot:
-				paused = pg // writer 1 stopped between its load of the slot and the clear
+				paused = pg
 			default:
 				p.resume(pg)
 			}
 		case <-w1locked:
-			t.Fatal("writer 1 got the lock without touching the slot page after its load of it")
+			t.Fatal("writer 1 got the lock without touching page 1 after the slot")
 		case <-timeout:
 			t.Fatal("writer 1 never reached the slot")
 		}
 	}
-	// Let any other fault of page 1 through from now on.
 	go func() {
 		for pg := range p.faults {
 			p.resume(pg)
 		}
 	}()
-
-	// The reader, RLock's fast path, through the other mapping: count
-	// itself in its home slot, load the inuse word (the bit is still set,
-	// so it does not set it)...
-	if !atomic.CompareAndSwapUint64(rw2.home(), 0, readerOne) {
-		t.Fatal("reader: home slot not free")
+	if v := atomic.LoadUint64(rw2.home()); v != rMark || atomic.LoadUint64(idle)&bit != 0 {
+		t.Fatalf("writer 1 stopped in an unexpected place: slot %#x, idle bit %v", v, atomic.LoadUint64(idle)&bit != 0)
 	}
-	if atomic.LoadUint64(rw2.homeBits())&readerBit == 0 {
-		t.Fatal("reader: inuse bit already clear (the writer was not stopped in time)")
+	// The reader claims the marked slot and clears its bit...
+	if !atomic.CompareAndSwapUint64(rw2.home(), rMark, readerOne) {
+		t.Fatal("reader: could not claim the marked slot")
 	}
-	// ... and is preempted here. Writer 1 clears the bit, finds no reader,
-	// and is in; it finishes and unlocks.
+	atomic.AndUint64(idle, ^bit)
+	// ... and is preempted before its load of w. Writer 1 sets the bit,
+	// looks at the slot again, and must wait for the reader.
 	p.resume(paused)
 	select {
 	case <-w1locked:
+		t.Fatal("writer 1 got the lock while a reader had counted itself in the slot it marked")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if atomic.LoadUint64(idle)&bit != 0 {
+		t.Fatal("the slot a reader holds is marked idle after the writer's second look")
+	}
+	// The reader loads w: held, so it backs out, as RLock does.
+	if atomic.LoadUint64(&rw2.w.state)&mHeld == 0 {
+		t.Fatal("reader: w free while writer 1 waits")
+	}
+	rw2.giveBack(int(readerHome))
+	select {
+	case <-w1locked:
 	case <-time.After(10 * time.Second):
-		t.Fatal("writer 1 did not get the lock once resumed")
+		t.Fatal("writer 1 did not get the lock once the reader backed out")
 	}
 	close(w1unlock)
 	<-w1done
-	// The reader resumes: w is free, so by the protocol it holds a read lock.
-	if atomic.LoadUint64(&rw2.w.state)&mHeld != 0 {
-		t.Fatal("reader: w still held after writer 1 unlocked")
-	}
-	t.Logf("reader holds a read lock: slot %#x, inuse bit %v", atomic.LoadUint64(rw2.home()),
-		atomic.LoadUint64(rw2.homeBits())&readerBit != 0)
-
-	// Writer 2 must wait for that reader.
+	// The reader tries again and reads; a second writer must wait.
+	rw2.RLock()
 	err = rw2.LockTimeout(200 * time.Millisecond)
 	if err == nil || errors.Is(err, ErrOwnerDead) {
 		rw2.Unlock()
 		rw2.RUnlock()
-		t.Fatalf("writer 2 got the write lock (%v) while a reader holds a read lock: the inuse bit of its slot was cleared under it", err)
+		t.Fatalf("writer 2 got the write lock (%v) while a reader holds a read lock", err)
 	}
 	rw2.RUnlock()
 }
 
-// TestBreakRWInuseBitClearedUnderRealReader is the same hole seen from the
+// TestBreakRWInuseBitClearedUnderRealReader is the same race seen from the
 // other side: the reader is the library's RLock, stopped (userfaultfd)
-// between its load of the inuse word and its load of w; the writer follows
-// the protocol step by step (what Lock and readers do: lock w, load the
-// slot, find it free, clear its bit, unlock). RLock then returns with its
-// share counted in a slot whose bit is clear, and a writer's Lock succeeds
-// beside it.
+// between its count in its slot and its load of w; the writer follows the
+// protocol step by step (what Lock and readers do: lock w, load the slot,
+// find it free, try to mark it, unlock). RLock then returns, and a writer's
+// Lock must wait for it.
 func TestBreakRWInuseBitClearedUnderRealReader(t *testing.T) {
 	defer needProcs()()
 	const page = 4096
@@ -178,7 +174,7 @@ func TestBreakRWInuseBitClearedUnderRealReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer seg2.Close()
-	// w at the end of page 0; drain, the inuse words and the slots on page 1.
+	// w at the end of page 0; drain, the idle words and the slots on page 1.
 	off := page - 16
 	rw1, err := View[RWMutex](seg1.Bytes()[off:]) // the writers'
 	if err != nil {
@@ -189,10 +185,10 @@ func TestBreakRWInuseBitClearedUnderRealReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	base2 := uintptr(unsafe.Pointer(&seg2.Bytes()[0]))
-	if uintptr(unsafe.Pointer(&rw2.w.state))&^(page-1) != base2 || uintptr(unsafe.Pointer(rw2.homeBits()))&^(page-1) != base2+page {
-		t.Fatal("layout: want w on page 0, the inuse words on page 1")
+	if uintptr(unsafe.Pointer(&rw2.w.state))&^(page-1) != base2 || uintptr(unsafe.Pointer(&rw2.idle[0]))&^(page-1) != base2+page {
+		t.Fatal("layout: want w on page 0, the idle words on page 1")
 	}
-	rw1.RLock() // leaves the home slot free with its bit set
+	rw1.RLock() // leaves the home slot free (0)
 	rw1.RUnlock()
 
 	p, err := newPauser(base2, page)
@@ -206,8 +202,8 @@ func TestBreakRWInuseBitClearedUnderRealReader(t *testing.T) {
 	if atomic.LoadUint64(rw1.home()) != 0 {
 		t.Fatal("slot not free")
 	}
-	// The reader: RLock counts itself in its slot, sees the bit set, and
-	// stops at its load of w.
+	// The reader: RLock counts itself in its slot and stops at its load of
+	// w.
 	if err := p.zap(base2, page); err != nil {
 		t.Fatal(err)
 	}
@@ -222,16 +218,14 @@ func TestBreakRWInuseBitClearedUnderRealReader(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the reader never touched w")
 	}
-	if atomic.LoadUint64(rw1.home()) != readerOne || atomic.LoadUint64(rw1.homeBits())&readerBit == 0 {
+	if atomic.LoadUint64(rw1.home()) != readerOne {
 		t.Fatalf("reader stopped in an unexpected place: slot %#x", atomic.LoadUint64(rw1.home()))
 	}
-	// Writer 1 clears the bit of the slot it loaded as free (as readers
-	// does), finds no other reader, does its work and unlocks.
-	for {
-		old := atomic.LoadUint64(rw1.homeBits())
-		if atomic.CompareAndSwapUint64(rw1.homeBits(), old, old&^readerBit) {
-			break
-		}
+	// Writer 1 marks the slot it loaded as free, as readers does: the CAS
+	// from 0 fails, so it leaves the slot (and its bit) alone, finds no
+	// other reader, does its work and unlocks.
+	if atomic.CompareAndSwapUint64(rw1.home(), 0, rMark) {
+		t.Fatal("marked a slot a reader holds")
 	}
 	rw1.w.Unlock()
 	// The reader goes on: w is free, RLock returns.
@@ -250,7 +244,6 @@ func TestBreakRWInuseBitClearedUnderRealReader(t *testing.T) {
 	err = rw1.LockTimeout(200 * time.Millisecond)
 	if err == nil || errors.Is(err, ErrOwnerDead) {
 		rw1.Unlock()
-		t.Fatalf("a writer got the write lock (%v) while RLock's read lock is held: slot %#x, inuse bit %v", err,
-			atomic.LoadUint64(rw1.home()), atomic.LoadUint64(rw1.homeBits())&readerBit != 0)
+		t.Fatalf("a writer got the write lock (%v) while RLock's read lock is held: slot %#x", err, atomic.LoadUint64(rw1.home()))
 	}
 }

@@ -295,6 +295,9 @@ func (e *ManualEvent) wait(dl deadline) (err error) {
 			spinWon(unsafe.Pointer(p))
 			return nil
 		}
+		if dl.spinDone(i) {
+			break
+		}
 		spinPause()
 	}
 	spinLost(unsafe.Pointer(p), spins > 0)
@@ -342,6 +345,9 @@ func waitAuto(p *uint32, dl deadline) (err error) {
 		if atomic.LoadUint32(p)&evSet != 0 && tryTake(p) {
 			spinWon(unsafe.Pointer(p))
 			return nil
+		}
+		if dl.spinDone(i) {
+			break
 		}
 		spinPause()
 	}
@@ -501,7 +507,7 @@ func busyWaitSlow(p *uint32, auto bool, g uint32, dl deadline) (err error) {
 	// Spin: only worth it when the setter can run at the same time (see
 	// spinBudget).
 	spins := spinBudget(unsafe.Pointer(p))
-	for i := 0; i < spins; i++ {
+	for i := 0; i < spins && !dl.spinDone(i); i++ {
 		spinPause()
 		if busyTry(p, auto, g) {
 			spinWon(unsafe.Pointer(p))

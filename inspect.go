@@ -37,7 +37,7 @@ func holder(addr unsafe.Pointer, t owner.Token) Process {
 type LockState struct {
 	LockSpec
 	Writer    Process   // the holder of a Mutex, or the writer of an RWMutex
-	Readers   []Process // processes holding read locks on an RWMutex
+	Readers   []Process // processes holding read locks on an RWMutex, each once
 	Waiters   bool      // some process may be asleep waiting
 	OwnerDied bool      // a holder died and no one has called MarkConsistent
 }
@@ -68,7 +68,15 @@ func (m *Managed) LockState(i int) (st LockState, err error) {
 		mu = &rw.w
 		for j := range rw.slots {
 			v := atomic.LoadUint64(&rw.slots[j])
-			if v&rCountMask != 0 {
+			if v&rCountMask == 0 {
+				continue
+			}
+			seen := false // a process with more than 255 read locks holds several slots
+			for k := 0; k < j && !seen; k++ {
+				u := atomic.LoadUint64(&rw.slots[k])
+				seen = u&rCountMask != 0 && slotToken(u) == slotToken(v)
+			}
+			if !seen {
 				st.Readers = append(st.Readers, holder(unsafe.Pointer(&rw.slots[j]), slotToken(v)))
 			}
 		}

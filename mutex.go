@@ -31,8 +31,9 @@ import (
 // same way. Whether the owner is alive is decided by the kernel where it can
 // be (see the README, "Owner death"): for that, every process that locks
 // the mutex must have the segment that holds it open through this package.
-// A process that closes the last Segment it mapped the mutex through gives
-// up the lock it held there.
+// On Linux, a process that closes the last Segment it mapped the mutex
+// through gives up the lock it held there (it is judged by its open
+// descriptors of the segment's file); elsewhere it keeps it until it ends.
 //
 // The uncontended Lock and Unlock are one atomic compare-and-swap each and
 // never enter the kernel.
@@ -188,6 +189,9 @@ func (m *Mutex) lockSlow(dl deadline, handOn int) (err error) {
 		}
 		if spins > 0 {
 			spins--
+			if dl.spinDone(spins) {
+				spins = 0
+			}
 			spinPause()
 			continue
 		}

@@ -18,7 +18,10 @@ import (
 // RWMutex must not be copied after first use. It is 2112 bytes.
 //
 // A writer that is waiting keeps new readers out, so a steady stream of
-// readers cannot starve it. A read lock belongs to the process that took it
+// readers cannot starve it; as with sync.RWMutex, this prohibits recursive
+// read locking: a goroutine that holds a read lock and calls RLock again
+// waits behind a writer that waits for it (use the Timeout and Context
+// forms if that can happen). A read lock belongs to the process that took it
 // and must be released by that process: RUnlock in a process that holds no
 // read lock on rw does nothing (it never releases another process's read
 // lock). Up to 256 processes can hold read locks at once; a reader in a
@@ -268,9 +271,12 @@ func (rw *RWMutex) giveBack(i int) {
 }
 
 // wakeWriter tells the writer waiting for readers to leave that one did.
+// It wakes every sleeper on drain: readers waiting for a free slot (with
+// more than 256 reading processes) sleep there too, and must not take the
+// writer's wake-up.
 func (rw *RWMutex) wakeWriter() {
 	atomic.AddUint32(&rw.drain, 1)
-	futex.Wake(&rw.drain, 1)
+	futex.Wake(&rw.drain, futex.All)
 }
 
 func (rw *RWMutex) rlockSlow(dl deadline) (err error) {
@@ -308,6 +314,9 @@ func (rw *RWMutex) rlockSlow(dl deadline) (err error) {
 		}
 		if spins > 0 {
 			spins--
+			if dl.spinDone(spins) {
+				spins = 0
+			}
 			spinPause()
 			continue
 		}
@@ -470,6 +479,9 @@ func (rw *RWMutex) drainReaders(dl deadline, result error) error {
 		}
 		if spins > 0 {
 			spins--
+			if dl.spinDone(spins) {
+				spins = 0
+			}
 			spinPause()
 			continue
 		}

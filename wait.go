@@ -130,6 +130,13 @@ func (d *deadline) sleep(addr *uint32, val uint32, slice time.Duration) error {
 	return d.expired()
 }
 
+// spinDone reports, every 256 polls of a spin (n counts them), whether the
+// wait has ended, so that a long spin (see SetSpin) never outlives a
+// deadline or a cancellation by more than 256 polls.
+func (d *deadline) spinDone(n int) bool {
+	return n&255 == 0 && n != 0 && d.expired() != nil
+}
+
 // ownerWatch decides when a waiter asks whether the process in its way (a
 // lock's holder, a reader's slot) is still there: once the same one has
 // been in the way for livenessSlice of this wait's time, counted from when
@@ -306,16 +313,18 @@ func checkCPUs() {
 // sleep in the kernel (or, for busy events, before it starts yielding the
 // CPU), and returns the previous value. 0 turns spinning off; a negative
 // value restores the default, which is 0 when the process may use only one
-// CPU. It affects the whole process. Whatever the setting, nobody spins
-// while the process may use only one CPU, and the spin on a word whose
-// waiters keep ending up asleep anyway is cut down to a sixteenth.
+// CPU; values above 1<<24 are taken as 1<<24. It affects the whole
+// process. Whatever the setting, nobody spins while the process may use
+// only one CPU, the spin on a word whose waiters keep ending up asleep anyway
+// is cut down to a sixteenth, and a spin looks at the wait's deadline and
+// context every 256 polls, so it never outlives them by more than that.
 func SetSpin(n int) int {
 	var v int32
 	switch {
 	case n < 0:
 		v = defaultSpin()
-	case n > 1<<30:
-		v = 1 << 30
+	case n > 1<<24:
+		v = 1 << 24
 	default:
 		v = int32(n)
 	}

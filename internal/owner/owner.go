@@ -24,6 +24,14 @@
 //     PID namespace, or a holder in another PID namespace or container
 //     that shares the file, can none of them fool it. A token's byte is
 //     locked by nobody but its process, so "not locked" means "gone".
+//     What a peer can do with locks of its own over the whole file (fcntl
+//     with l_len 0, as lockf-style code takes): a read lock covers every
+//     token's byte, so while it is held every owner looks alive and no
+//     lock is taken over (timed waits still return); a write lock makes
+//     this package's opens of the segment fail. Liveness locks are read
+//     locks so that the common case, a peer's shared whole-file lock,
+//     never makes an open fail; write locks would trade that for deaths
+//     seen through such a lock.
 //   - Windows, macOS and FreeBSD: the instance is a tag of the process's
 //     start time, and the verdict is internal/proc's: the PID is looked up
 //     and said dead only when the system says for sure that no process with
