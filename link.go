@@ -172,7 +172,7 @@ func OpenLink(path string, opts ...Option) (*Segment, error) {
 	if err != nil {
 		return nil, &Error{Op: "open link", Name: path, Err: err}
 	}
-	if err := o.checkLinkOwner(st); err != nil {
+	if err := o.checkLinkOwner(f, st); err != nil {
 		return nil, &Error{Op: "open link", Name: path, Err: err}
 	}
 	seg, err := openNamed(l.Name, o)
@@ -214,7 +214,7 @@ func RemoveLink(path string) error {
 	if err != nil {
 		return werr(err)
 	}
-	if err := mayActOnLink(st, l.Name); err != nil {
+	if err := mayActOnLink(f, st, l.Name); err != nil {
 		return werr(err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -365,7 +365,7 @@ func removeStaleLink(path string) (free bool, l LinkInfo, err error) {
 	// Stale: remove the link, then the orphan of a dead creator, but only a
 	// link of ours whose segment is its owner's, and the segment only once
 	// the link is gone.
-	if err := mayActOnLink(st, l.Name); err != nil {
+	if err := mayActOnLink(f, st, l.Name); err != nil {
 		return false, l, err
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {

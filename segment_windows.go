@@ -110,7 +110,7 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 		return nil, osSegment{}, err
 	}
 	total := uint64(size) + trailerSize
-	h, err := windows.CreateFileMapping(windows.InvalidHandle, nil, windows.PAGE_READWRITE,
+	h, err := windows.CreateFileMapping(windows.InvalidHandle, ownedBySelf(), windows.PAGE_READWRITE,
 		uint32(total>>32), uint32(total), wname)
 	if err != nil {
 		if h != 0 { // ERROR_ALREADY_EXISTS comes with a handle to the existing mapping
@@ -138,6 +138,25 @@ func osCreate(name string, size int, o *options) ([]byte, osSegment, error) {
 	return unsafe.Slice((*byte)(addr(view)), size), osSegment{h: h, view: view, r: r, obj: obj}, nil
 }
 
+// ownedBySelf returns security attributes that name the token's default
+// owner as the owner of a new mapping, and nothing else: the DACL, group and
+// label come from the token as they would without attributes. On Windows
+// this is what a mapping gets anyway; Wine leaves an object created without
+// a descriptor with no owner at all, which Open would refuse (see
+// trust_windows.go). Should the token not say (it always does), the mapping
+// is made with the defaults.
+func ownedBySelf() *windows.SecurityAttributes {
+	sid, err := tokenOwner(windows.GetCurrentProcessToken())
+	if err != nil {
+		return nil
+	}
+	sd, err := windows.NewSecurityDescriptor()
+	if err != nil || sd.SetOwner(sid, false) != nil {
+		return nil
+	}
+	return &windows.SecurityAttributes{Length: uint32(unsafe.Sizeof(windows.SecurityAttributes{})), SecurityDescriptor: sd}
+}
+
 func createInitEvent(obj string) (windows.Handle, error) {
 	n, err := windows.UTF16PtrFromString(obj + "/init")
 	if err != nil {
@@ -157,6 +176,10 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 	}
 	h, err := openMapping(obj, o.readOnly)
 	if err != nil {
+		return nil, osSegment{}, err
+	}
+	if err := o.checkMappingOwner(h, obj); err != nil {
+		windows.CloseHandle(h)
 		return nil, osSegment{}, err
 	}
 	view, r, err := mapView(h, o.readOnly)
@@ -193,17 +216,27 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 }
 
 func openMapping(obj string, readOnly bool) (windows.Handle, error) {
-	wname, err := windows.UTF16PtrFromString(obj)
-	if err != nil {
-		return 0, err
-	}
 	access := uint32(windows.FILE_MAP_READ | windows.FILE_MAP_WRITE)
 	if readOnly {
 		access = windows.FILE_MAP_READ
 	}
+	h, err := openMappingFor(obj, access)
+	if err != nil {
+		return 0, mapError(err)
+	}
+	return h, nil
+}
+
+// openMappingFor opens the mapping named obj with the rights access. Errors
+// are the system's (windows.Errno).
+func openMappingFor(obj string, access uint32) (windows.Handle, error) {
+	wname, err := windows.UTF16PtrFromString(obj)
+	if err != nil {
+		return 0, err
+	}
 	r, _, e := procOpenFileMappingW.Call(uintptr(access), 0, uintptr(unsafe.Pointer(wname)))
 	if r == 0 {
-		return 0, mapError(e)
+		return 0, e
 	}
 	return windows.Handle(r), nil
 }
@@ -218,16 +251,12 @@ func mappingSecurity(h windows.Handle, obj string) *windows.SECURITY_DESCRIPTOR 
 	if sd, err := windows.GetSecurityInfo(h, windows.SE_KERNEL_OBJECT, info); err == nil {
 		return sd
 	}
-	wname, err := windows.UTF16PtrFromString(obj)
+	rc, err := openMappingFor(obj, windows.READ_CONTROL)
 	if err != nil {
 		return nil
 	}
-	rc, _, _ := procOpenFileMappingW.Call(windows.READ_CONTROL, 0, uintptr(unsafe.Pointer(wname)))
-	if rc == 0 {
-		return nil
-	}
-	defer windows.CloseHandle(windows.Handle(rc))
-	sd, err := windows.GetSecurityInfo(windows.Handle(rc), windows.SE_KERNEL_OBJECT, info)
+	defer windows.CloseHandle(rc)
+	sd, err := windows.GetSecurityInfo(rc, windows.SE_KERNEL_OBJECT, info)
 	if err != nil {
 		return nil
 	}

@@ -29,9 +29,9 @@ func (o *options) checkOwner(what string, uid uint32) error {
 		fs.ErrPermission, what, uid, me, uid)
 }
 
-// checkLinkOwner refuses a link file owned by a user the caller does not
-// trust.
-func (o *options) checkLinkOwner(fi fs.FileInfo) error {
+// checkLinkOwner refuses a link file (f, open, described by fi) owned by a
+// user the caller does not trust.
+func (o *options) checkLinkOwner(_ *os.File, fi fs.FileInfo) error {
 	uid, ok := fileOwner(fi)
 	if !ok {
 		return fmt.Errorf("%w: cannot tell who owns the link", fs.ErrPermission)
@@ -39,13 +39,13 @@ func (o *options) checkLinkOwner(fi fs.FileInfo) error {
 	return o.checkOwner("the link file", uid)
 }
 
-// mayActOnLink decides whether this process may remove the link file fi
-// and the segment name it names: the link must belong to the caller (or the
+// mayActOnLink decides whether this process may remove the link file f
+// (open, described by fi) and the segment name it names: the link must belong to the caller (or the
 // caller be root, acting for the link's owner), and the segment, if it
 // exists, must belong to the link's owner too. A link that names another
 // user's segment was not written by that segment's creator: it may be a
 // forgery meant to have the segment removed.
-func mayActOnLink(fi fs.FileInfo, name string) error {
+func mayActOnLink(_ *os.File, fi fs.FileInfo, name string) error {
 	luid, ok := fileOwner(fi)
 	if !ok {
 		return fmt.Errorf("%w: cannot tell who owns the link", fs.ErrPermission)
