@@ -116,8 +116,9 @@ func Populate() Option {
 // segments live in a directory every user may write (/dev/shm), so another
 // user can create a name before you do (squat it) with content of their
 // choosing, then shrink or rewrite it under you. Pass TrustOwner for a peer
-// that runs as another user on purpose. On Windows users are not numbered;
-// use TrustAnyOwner there.
+// that runs as another user on purpose. On Windows users are not numbered:
+// TrustOwner is ignored there, and segments and link files of anyone but
+// this user, Administrators and LocalSystem need TrustAnyOwner.
 func TrustOwner(uids ...int) Option {
 	return func(o *options) { o.trust = append(o.trust, uids...) }
 }
