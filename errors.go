@@ -28,6 +28,11 @@ var (
 	// start with this package's header. It wraps ErrCorrupt.
 	ErrNotManaged = &wrapError{msg: "shm: not a managed segment", err: ErrCorrupt}
 
+	// ErrNotLink is returned when a file read as a link file is not one
+	// (not this package's format: /etc/passwd, a directory, a FIFO). It
+	// wraps ErrCorrupt.
+	ErrNotLink = &wrapError{msg: "shm: not a shm link file", err: ErrCorrupt}
+
 	// ErrNotReady is returned when a managed segment's creator did not finish
 	// publishing its header within the open timeout (it may have died while
 	// creating it). It wraps ErrCorrupt.
@@ -46,6 +51,10 @@ var (
 	// ErrRange is returned for a lock or event index, or a byte range, that is
 	// out of range.
 	ErrRange = errors.New("shm: index or range out of bounds")
+
+	// ErrConflict is returned when options, or a Config and options,
+	// contradict each other (two different modes, two different links).
+	ErrConflict = errors.New("shm: conflicting options")
 
 	// ErrWrongKind is returned when a lock or event is asked for as a kind
 	// it is not (Managed.RWMutex of a mutex, say).

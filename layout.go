@@ -325,7 +325,7 @@ func checkConfig(size int, locks []LockSpec, events []EventKind) error {
 	var ranges []span
 	for i, l := range locks {
 		if primSize(uint32(l.Kind), true) == 0 {
-			return fmt.Errorf("%w: lock %d: unknown kind %v", ErrRange, i, l.Kind)
+			return fmt.Errorf("%w: lock %d: unknown kind %v", ErrWrongKind, i, l.Kind)
 		}
 		if l.Offset < 0 || l.Len <= 0 || l.Offset > size || l.Len > size-l.Offset {
 			return fmt.Errorf("%w: lock %d: range [%d, %d+%d) not inside the data (%d bytes)", ErrRange, i, l.Offset, l.Offset, l.Len, size)
@@ -337,7 +337,7 @@ func checkConfig(size int, locks []LockSpec, events []EventKind) error {
 	}
 	for i, k := range events {
 		if primSize(uint32(k), false) == 0 {
-			return fmt.Errorf("%w: event %d: unknown kind %v", ErrRange, i, k)
+			return fmt.Errorf("%w: event %d: unknown kind %v", ErrWrongKind, i, k)
 		}
 	}
 	return nil

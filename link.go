@@ -64,7 +64,7 @@ func encodeLink(name string, creator owner.Token) []byte {
 
 func parseLink(b []byte) (LinkInfo, error) {
 	bad := func(why string) (LinkInfo, error) {
-		return LinkInfo{}, fmt.Errorf("%w: not a shm link file (%s)", ErrCorrupt, why)
+		return LinkInfo{}, fmt.Errorf("%w (%s)", ErrNotLink, why)
 	}
 	lines := bytes.Split(b, []byte("\n"))
 	if len(lines) != 5 || len(lines[4]) != 0 || string(lines[0]) != linkMagic {
@@ -137,14 +137,14 @@ func readLinkFile(f *os.File) (LinkInfo, fs.FileInfo, error) {
 		return LinkInfo{}, nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return LinkInfo{}, nil, fmt.Errorf("%w: not a shm link file (not a regular file: %v)", ErrCorrupt, st.Mode().Type())
+		return LinkInfo{}, nil, fmt.Errorf("%w (not a regular file: %v)", ErrNotLink, st.Mode().Type())
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxLinkSize+1))
 	if err != nil {
 		return LinkInfo{}, nil, err
 	}
 	if len(b) > maxLinkSize {
-		return LinkInfo{}, nil, fmt.Errorf("%w: not a shm link file (larger than %d bytes)", ErrCorrupt, maxLinkSize)
+		return LinkInfo{}, nil, fmt.Errorf("%w (larger than %d bytes)", ErrNotLink, maxLinkSize)
 	}
 	l, err := parseLink(b)
 	return l, st, err

@@ -63,7 +63,8 @@ type Managed struct {
 // Create makes a managed segment as described by c (see Config), and
 // returns it owned by the caller. Locks must guard non-overlapping ranges
 // inside the data. opts may add Populate or Global (Linux/Windows specifics)
-// and may give the link (WithLink) or mode (WithMode) instead of c.
+// and may give the link (WithLink) or mode (WithMode) instead of c; giving
+// a different one in both is an error matching ErrConflict.
 func (c Config) Create(opts ...Option) (*Managed, error) {
 	name := c.Name
 	if err := checkConfig(c.Size, c.Locks, c.Events); err != nil {
@@ -71,10 +72,19 @@ func (c Config) Create(opts ...Option) (*Managed, error) {
 	}
 	o := collect(opts)
 	if c.Mode != 0 {
+		if o.modeSet && o.mode != c.Mode.Perm() {
+			o.conflict = append(o.conflict, fmt.Sprintf("Config.Mode %#o and WithMode(%#o)", c.Mode.Perm(), o.mode))
+		}
 		o.mode = c.Mode.Perm()
 	}
 	if c.Link != "" {
+		if o.link != "" && o.link != c.Link {
+			o.conflict = append(o.conflict, fmt.Sprintf("Config.Link %s and WithLink(%s)", quote(c.Link), quote(o.link)))
+		}
 		o.link = c.Link
+	}
+	if err := o.conflictErr(); err != nil {
+		return nil, &Error{Op: "create managed", Name: name, Err: err}
 	}
 	link := o.link
 	o.link = ""

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -55,6 +56,9 @@ type options struct {
 	trust    []int // users whose segments and links we use besides ourselves and root
 	trustAny bool  // use segments and links whoever owns them
 
+	modeSet  bool     // WithMode was given
+	conflict []string // options given twice with different values
+
 	// init, if set, fills a new segment's memory before other processes can
 	// open it where the system allows that (Linux: before the name is
 	// linked), else right after creation. initDone says osCreate ran it.
@@ -72,12 +76,26 @@ func collect(opts []Option) *options {
 	return o
 }
 
+// conflictErr returns an error for options that contradict each other, or
+// nil.
+func (o *options) conflictErr() error {
+	if len(o.conflict) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrConflict, strings.Join(o.conflict, "; "))
+}
+
 // WithMode sets the permission bits of a new segment. The default is 0600:
 // only the creating user may open it. The process umask does not apply. A
 // link file gets the read bits of mode, and is writable only by its creator.
 // It applies to Create and to the create half of OpenOrCreate.
 func WithMode(mode fs.FileMode) Option {
-	return func(o *options) { o.mode = mode.Perm() }
+	return func(o *options) {
+		if o.modeSet && o.mode != mode.Perm() {
+			o.conflict = append(o.conflict, fmt.Sprintf("WithMode(%#o) and WithMode(%#o)", o.mode, mode.Perm()))
+		}
+		o.mode, o.modeSet = mode.Perm(), true
+	}
 }
 
 // ReadOnly opens a segment without write access: Bytes is then a read-only
@@ -97,7 +115,12 @@ func ReadOnly() Option {
 //
 // WithLink is for Create only: Open, OpenOrCreate and OpenLink refuse it.
 func WithLink(path string) Option {
-	return func(o *options) { o.link = path }
+	return func(o *options) {
+		if o.link != "" && o.link != path {
+			o.conflict = append(o.conflict, fmt.Sprintf("WithLink(%s) and WithLink(%s)", quote(o.link), quote(path)))
+		}
+		o.link = path
+	}
 }
 
 // Populate pre-faults the whole mapping when it is made (MAP_POPULATE on
@@ -148,6 +171,9 @@ func Create(name string, size int, opts ...Option) (*Segment, error) {
 	o := collect(opts)
 	if err := checkSize("create", name, size); err != nil {
 		return nil, err
+	}
+	if err := o.conflictErr(); err != nil {
+		return nil, &Error{Op: "create", Name: name, Err: err}
 	}
 	if o.link != "" {
 		return createLinked(name, size, o)
@@ -250,6 +276,9 @@ func OpenOrCreate(name string, size int, opts ...Option) (seg *Segment, created 
 	o := collect(opts)
 	if o.link != "" {
 		return nil, false, errLinkOption("open or create", n)
+	}
+	if err := o.conflictErr(); err != nil {
+		return nil, false, &Error{Op: "open or create", Name: n, Err: err}
 	}
 	for range 100 {
 		seg, err = createNamed(n, size, o)

@@ -169,6 +169,12 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 		if errors.Is(err, unix.ELOOP) {
 			err = fmt.Errorf("%w: %s is a symbolic link; refusing to follow it", err, shmPath(name))
 		}
+		if errors.Is(err, unix.EACCES) && !o.readOnly {
+			if rfd, rerr := unix.Open(shmPath(name), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0); rerr == nil {
+				unix.Close(rfd)
+				err = fmt.Errorf("%w (you may read it: open it with shm.ReadOnly())", err)
+			}
+		}
 		return nil, osSegment{}, err
 	}
 	data, sys, err := openFD(fd, o)

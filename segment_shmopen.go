@@ -2,7 +2,11 @@
 
 package shm
 
-import "golang.org/x/sys/unix"
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
 
 // What macOS and FreeBSD do alike once shm_open has given a descriptor.
 
@@ -13,6 +17,12 @@ func osOpen(name string, o *options) ([]byte, osSegment, error) {
 	}
 	fd, err := shmOpen(name, flags, 0)
 	if err != nil {
+		if err == unix.EACCES && !o.readOnly {
+			if rfd, rerr := shmOpen(name, unix.O_RDONLY, 0); rerr == nil {
+				unix.Close(rfd)
+				err = fmt.Errorf("%w (you may read it: open it with shm.ReadOnly())", err)
+			}
+		}
 		return nil, osSegment{}, err
 	}
 	defer unix.Close(fd)

@@ -159,10 +159,18 @@ func commandUsage(w io.Writer, c *command) {
 		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.help))
 	}
 	if c.flags != nil {
-		fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-		c.flags(fs)
+		// Flags whose usage starts with "internal:" are how the command
+		// talks to its own child processes: not for people.
+		all := flag.NewFlagSet(c.name, flag.ContinueOnError)
+		c.flags(all)
+		shown := flag.NewFlagSet(c.name, flag.ContinueOnError)
+		all.VisitAll(func(f *flag.Flag) {
+			if !strings.HasPrefix(f.Usage, "internal:") {
+				shown.Var(f.Value, f.Name, f.Usage)
+			}
+		})
 		fmt.Fprintf(w, "\nFlags:\n")
-		fs.SetOutput(w)
-		fs.PrintDefaults()
+		shown.SetOutput(w)
+		shown.PrintDefaults()
 	}
 }

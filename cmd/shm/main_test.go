@@ -196,13 +196,13 @@ func TestLs(t *testing.T) {
 	r := shmCmd(t, "ls")
 	r.want(t, 0)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if !regexp.MustCompile(`^SIZE\s+MODE\s+UID\s+OURS\s+CREATOR\s+MAPS\s+NAME$`).MatchString(lines[0]) {
+	if !regexp.MustCompile(`^SIZE\s+MODE\s+UID\s+MANAGED\s+CREATOR\s+MAPS\s+NAME$`).MatchString(lines[0]) {
 		t.Fatalf("header %q", lines[0])
 	}
 	uid := os.Getuid()
 	for _, want := range []string{
-		fmt.Sprintf(`^4096\s+-rw-r-----\s+%d\s+no\s+-\s+0\s+%s$`, uid, regexp.QuoteMeta(a.Name())),
-		fmt.Sprintf(`^12345\s+-rw-------\s+%d\s+no\s+-\s+0\s+%s$`, uid, regexp.QuoteMeta(b.Name())),
+		fmt.Sprintf(`^4096\s+-rw-r-----\s+%d\s+no\s+-\s+1\s+%s$`, uid, regexp.QuoteMeta(a.Name())), // mapped by this process
+		fmt.Sprintf(`^12345\s+-rw-------\s+%d\s+no\s+-\s+1\s+%s$`, uid, regexp.QuoteMeta(b.Name())),
 	} {
 		if !regexp.MustCompile(`(?m)` + want).MatchString(r.stdout) {
 			t.Errorf("ls has no line matching %s:\n%s", want, r.stdout)
@@ -365,5 +365,16 @@ func TestManagedIsOurs(t *testing.T) {
 	r.want(t, 0)
 	if !regexp.MustCompile(`(?m)\s+yes\s+pid \d+ \(alive\)\s+\d+\s+` + regexp.QuoteMeta(m.Name()) + `$`).MatchString(r.stdout) {
 		t.Errorf("ls does not call the managed segment ours:\n%s", r.stdout)
+	}
+}
+
+func TestHelpHidesInternalFlags(t *testing.T) {
+	r := shmCmd(t, "help", "demo")
+	r.want(t, 0)
+	if regexp.MustCompile(`(?m)^\s+-(worker|index)\b|internal:`).MatchString(r.stdout) {
+		t.Errorf("help demo shows internal flags:\n%s", r.stdout)
+	}
+	if !strings.Contains(r.stdout, "-workers") {
+		t.Errorf("help demo lacks -workers:\n%s", r.stdout)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -62,8 +63,12 @@ func mapsString(name string) string {
 	return fmt.Sprint(n)
 }
 
-// removeStale implements rm --stale.
-func removeStale(e *env, paths []string) error {
+// removeStale implements rm --stale; dry only says what it would remove.
+func removeStale(e *env, paths []string, dry bool) error {
+	verb := "removed"
+	if dry {
+		verb = "would remove"
+	}
 	var errs []error
 	fail := func(err error) {
 		fmt.Fprintf(e.stderr, "shm rm: %v\n", err)
@@ -87,12 +92,16 @@ func removeStale(e *env, paths []string) error {
 				}
 				continue
 			}
-			if err := shm.RemoveLink(l); err != nil {
-				fail(err)
-				continue
+			if !dry {
+				if err := shm.RemoveLink(l); err != nil {
+					if !errors.Is(err, fs.ErrNotExist) {
+						fail(err)
+					}
+					continue // gone already: nothing removed
+				}
 			}
 			removed++
-			fmt.Fprintf(e.stdout, "removed link %s and its segment %s (creator pid %d is dead and no process maps it)\n", show(l), show(info.Name), info.PID)
+			fmt.Fprintf(e.stdout, "%s link %s and its segment %s (creator pid %d is dead and no process maps it)\n", verb, show(l), show(info.Name), info.PID)
 		}
 	}
 	if canList {
@@ -105,12 +114,16 @@ func removeStale(e *env, paths []string) error {
 			if why == "" {
 				continue
 			}
-			if err := shm.Remove(s.name); err != nil {
-				fail(err)
-				continue
+			if !dry {
+				if err := shm.Remove(s.name); err != nil {
+					if !errors.Is(err, fs.ErrNotExist) {
+						fail(err)
+					}
+					continue // removed by someone else meanwhile: not by us
+				}
 			}
 			removed++
-			fmt.Fprintf(e.stdout, "removed segment %s (%s)\n", show(s.name), why)
+			fmt.Fprintf(e.stdout, "%s segment %s (%s)\n", verb, show(s.name), why)
 		}
 	} else if len(paths) == 0 {
 		return errNoListStale

@@ -111,8 +111,23 @@ func TestStale(t *testing.T) {
 	if !regexpLine(r.stdout, fmt.Sprintf(`yes\s+pid %d \(dead\)\s+0\s+%s$`, pid, dead)) {
 		t.Errorf("ls does not show the dead creator and no mappers:\n%s", r.stdout)
 	}
-	if !regexpLine(r.stdout, fmt.Sprintf(`yes\s+pid %d \(alive\)\s+0\s+%s$`, os.Getpid(), conf.Name)) {
-		t.Errorf("ls does not show our live segment:\n%s", r.stdout)
+	// This process maps the segment it created (through the unnamed file
+	// it was made as, "/dev/shm/#N (deleted)" in its maps): one mapper.
+	if !regexpLine(r.stdout, fmt.Sprintf(`yes\s+pid %d \(alive\)\s+1\s+%s$`, os.Getpid(), conf.Name)) {
+		t.Errorf("ls does not show our live segment, mapped once (by this process, its creator):\n%s", r.stdout)
+	}
+
+	// A dry run says what it would remove and removes nothing.
+	r = shmCmd(t, "rm", "--stale", "-n", dir)
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, "would remove link "+link) || strings.Contains(r.stdout, "removed") {
+		t.Errorf("rm --stale -n does not say what it would remove:\n%s", r.stdout)
+	}
+	if gone(dead) {
+		t.Fatal("rm --stale -n removed the stale segment")
+	}
+	if _, err := os.Lstat(link); err != nil {
+		t.Fatalf("rm --stale -n removed the link: %v", err)
 	}
 
 	r = shmCmd(t, "rm", "--stale", dir)
