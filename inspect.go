@@ -20,6 +20,18 @@ type Process struct {
 	Alive bool // whether it is still running (checked now)
 }
 
+// String describes p for people: "pid 123 (alive)", "pid 123 (dead)", or
+// "none".
+func (p Process) String() string {
+	switch {
+	case p.PID == 0:
+		return "none"
+	case p.Alive:
+		return "pid " + strconv.Itoa(p.PID) + " (alive)"
+	}
+	return "pid " + strconv.Itoa(p.PID) + " (dead)"
+}
+
 // holder describes the process named by token t, found in the word at addr.
 func holder(addr unsafe.Pointer, t owner.Token) Process {
 	if t == 0 {

@@ -29,6 +29,11 @@ type Config struct {
 	Mode   fs.FileMode // permissions of the segment and link; 0 means 0600
 	Locks  []LockSpec  // locks, by index
 	Events []EventKind // events, by index
+
+	// Init, if set, fills the user data of a new segment before any other
+	// process can use it: on Linux before the segment has its name, and
+	// elsewhere before the header says it is ready (openers wait for that).
+	Init func(data []byte)
 }
 
 // AddLock adds a lock of the given kind that guards data[offset:offset+length]
@@ -116,6 +121,9 @@ func (c Config) Create(opts ...Option) (*Managed, error) {
 		atomic.StoreUint32(stateWord(b), stateInit)
 		l.write(b, self)
 		l.writeEventFDSlots(b, self, nonce)
+		if c.Init != nil {
+			c.Init(b[l.dataOff : l.dataOff+l.dataSize : l.dataOff+l.dataSize])
+		}
 		atomic.StoreUint32(stateWord(b), stateReady)
 	}
 	seg, err := create(name, int(total), o)

@@ -35,6 +35,23 @@ func init() {
 	registerChild("sec-write", func(args []string) error {
 		return os.WriteFile(args[0], []byte(args[1]), 0o644)
 	})
+	// args: name: open read-write a segment we may only read; succeed only
+	// if refused with fs.ErrPermission and told about ReadOnly.
+	registerChild("sec-open-rw", func(args []string) error {
+		seg, err := Open(args[0])
+		if err == nil {
+			seg.Close()
+			return errors.New("opened read-write a segment of mode 0644 of another user")
+		}
+		if !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), "shm.ReadOnly()") {
+			return errors.New("error does not suggest ReadOnly: " + err.Error())
+		}
+		seg, err = Open(args[0], ReadOnly())
+		if err != nil {
+			return err
+		}
+		return seg.Close()
+	})
 	// args: name: OpenOrCreate as the victim; succeed only if refused with
 	// fs.ErrPermission.
 	registerChild("sec-victim-open", func(args []string) error {
@@ -183,5 +200,21 @@ func TestForgedLinkRemovesNothing(t *testing.T) {
 	}
 	if _, err := os.Lstat(Dir + "/" + sq); err == nil {
 		t.Error("the segment of a removed link is still there")
+	}
+}
+
+// TestReadWriteOpenSuggestsReadOnly: a read-write open of a segment the
+// caller may only read says how to read it.
+func TestReadWriteOpenSuggestsReadOnly(t *testing.T) {
+	needRoot(t, "setpriv")
+	bin := worldBinary(t)
+	name := testName(t)
+	seg, err := Create(name, 4096, WithMode(0o644))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Close()
+	if out, err := asUser(t, bin, victimUID, "sec-open-rw", name); err != nil {
+		t.Fatalf("uid %d: %v\n%s", victimUID, err, out)
 	}
 }

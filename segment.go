@@ -3,11 +3,14 @@ package shm
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Segment is a named region of shared memory mapped into this process.
@@ -99,8 +102,11 @@ func WithMode(mode fs.FileMode) Option {
 }
 
 // ReadOnly opens a segment without write access: Bytes is then a read-only
-// mapping (PROT_READ on Unix), and writing to it faults. It applies to Open,
-// OpenLink and the open half of OpenOrCreate; Create ignores it.
+// mapping (PROT_READ on Unix), and writing to it faults (WriteAt returns an
+// error instead). Locks and events write to their memory, waiting included:
+// View refuses a type that holds one on a read-only segment, and the
+// managed API's locks and events answer fs.ErrPermission there. It applies
+// to Open, OpenLink and the open half of OpenOrCreate; Create ignores it.
 func ReadOnly() Option {
 	return func(o *options) { o.readOnly = true }
 }
@@ -128,6 +134,12 @@ func WithLink(path string) Option {
 // Worth it for large segments that will be touched soon anyway.
 func Populate() Option {
 	return func(o *options) { o.populate = true }
+}
+
+// withInit sets the hook that fills a new segment's memory before other
+// processes can open it where the system allows that.
+func withInit(f func([]byte)) Option {
+	return func(o *options) { o.init = f }
 }
 
 // TrustOwner lets Open, OpenOrCreate, OpenLink and OpenManaged use a
@@ -209,7 +221,7 @@ func createNamed(n string, size int, o *options) (*Segment, error) {
 	if o.init != nil && !o.initDone {
 		o.init(data)
 	}
-	return &Segment{name: n, data: data, owner: true, sys: sys}, nil
+	return mapped(&Segment{name: n, data: data, owner: true, sys: sys}), nil
 }
 
 func checkSize(op, name string, size int) error {
@@ -247,7 +259,7 @@ func openNamed(n string, o *options) (*Segment, error) {
 	if err != nil {
 		return nil, &Error{Op: "open", Name: n, Err: err}
 	}
-	return &Segment{name: n, data: data, readOnly: o.readOnly, sys: sys}, nil
+	return mapped(&Segment{name: n, data: data, readOnly: o.readOnly, sys: sys}), nil
 }
 
 func errLinkOption(op, name string) error {
@@ -329,11 +341,63 @@ func (s *Segment) Bytes() []byte {
 // ReadOnly reports whether the segment was opened without write access.
 func (s *Segment) ReadOnly() bool { return s.readOnly }
 
-// IsOwner reports whether Close will remove the segment's name.
+// IsOwner reports whether Close will remove the segment's name (false once
+// it is closed).
 func (s *Segment) IsOwner() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.owner
+	return s.owner && !s.closed.Load()
+}
+
+// LinkPath returns the path of the link file that names the segment: the
+// one Create wrote (WithLink) or OpenLink opened it through; "" if none
+// (the model crate's get_flink_path).
+func (s *Segment) LinkPath() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.link
+}
+
+// ReadAt copies len(p) bytes of the segment from offset off into p
+// (io.ReaderAt). Past the end it copies what there is and returns io.EOF.
+// A segment closed, or shrunk by another process, gives an error instead
+// of a fault.
+func (s *Segment) ReadAt(p []byte, off int64) (n int, err error) {
+	b := s.Bytes()
+	if b == nil {
+		return 0, &Error{Op: "read", Name: s.name, Err: ErrClosed}
+	}
+	if off < 0 {
+		return 0, &Error{Op: "read", Name: s.name, Err: fmt.Errorf("%w: offset %d", ErrRange, off)}
+	}
+	if off >= int64(len(b)) {
+		return 0, io.EOF
+	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	n = copy(p, b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// WriteAt copies p into the segment at offset off (io.WriterAt). A write
+// that does not fit writes nothing and returns an error matching ErrRange;
+// on a segment opened ReadOnly it returns one matching fs.ErrPermission
+// (rather than faulting as a write through Bytes would). A segment closed,
+// or shrunk by another process, gives an error instead of a fault.
+func (s *Segment) WriteAt(p []byte, off int64) (n int, err error) {
+	b := s.Bytes()
+	switch {
+	case b == nil:
+		return 0, &Error{Op: "write", Name: s.name, Err: ErrClosed}
+	case s.readOnly:
+		return 0, &Error{Op: "write", Name: s.name, Err: fmt.Errorf("%w: segment opened read-only", fs.ErrPermission)}
+	case off < 0 || off > int64(len(b)) || int64(len(p)) > int64(len(b))-off:
+		return 0, &Error{Op: "write", Name: s.name, Err: fmt.Errorf("%w: %d bytes at offset %d of %d", ErrRange, len(p), off, len(b))}
+	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	return copy(b[off:], p), nil
 }
 
 // SetOwner sets whether Close removes the segment's name (and the link file
@@ -372,8 +436,50 @@ func (s *Segment) Close() error {
 			errs = append(errs, &Error{Op: "remove", Name: s.name, Err: err})
 		}
 	}
+	unmapped(s)
 	if err := osClose(s.data, &s.sys); err != nil {
 		errs = append(errs, &Error{Op: "close", Name: s.name, Err: err})
 	}
 	return errors.Join(errs...)
+}
+
+// The mappings this process made, so that View can tell a read-only one.
+var mappings struct {
+	sync.Mutex
+	list []*Segment
+}
+
+func mapped(s *Segment) *Segment {
+	mappings.Lock()
+	mappings.list = append(mappings.list, s)
+	mappings.Unlock()
+	return s
+}
+
+func unmapped(s *Segment) {
+	mappings.Lock()
+	defer mappings.Unlock()
+	for i, m := range mappings.list {
+		if m == s {
+			mappings.list = append(mappings.list[:i:i], mappings.list[i+1:]...)
+			return
+		}
+	}
+}
+
+// readOnlyAt reports whether addr lies in a mapping of a segment this
+// process opened ReadOnly.
+func readOnlyAt(addr uintptr) bool {
+	mappings.Lock()
+	defer mappings.Unlock()
+	for _, m := range mappings.list {
+		if len(m.data) == 0 {
+			continue
+		}
+		base := uintptr(unsafe.Pointer(&m.data[0]))
+		if addr >= base && addr-base < uintptr(len(m.data)) {
+			return m.readOnly
+		}
+	}
+	return false
 }
