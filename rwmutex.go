@@ -445,10 +445,21 @@ func (rw *RWMutex) LockContext(ctx context.Context) error {
 	return rw.lockSlow(ctxDeadline(ctx))
 }
 
-func (rw *RWMutex) lockSlow(dl deadline) (err error) {
+func (rw *RWMutex) lockSlow(dl deadline) error {
+	// The common case, unguarded (see "Memory faults"): w free, no reader.
+	held := atomic.CompareAndSwapUint64(&rw.w.state, 0, selfWord)
+	if held && rw.readers() < 0 {
+		return nil
+	}
+	return rw.lockWait(dl, held)
+}
+
+// lockWait is lockSlow when it must wait: for w unless held, then for the
+// readers to leave.
+func (rw *RWMutex) lockWait(dl deadline, held bool) (err error) {
 	defer catchFault(&err, debug.SetPanicOnFault(true))
 	var result error
-	if !atomic.CompareAndSwapUint64(&rw.w.state, 0, selfWord) {
+	if !held {
 		result = rw.w.lockSlow(dl, futex.All)
 		if result != nil && result != ErrOwnerDead {
 			return result
