@@ -125,7 +125,7 @@ type Queue struct {
 
 	users atomic.Int64 // calls in progress
 	stop  atomic.Bool  // closed: calls fail, waits end
-	mng   *Managed // the managed segment it belongs to, if any
+	mng   *Managed     // the managed segment it belongs to, if any
 }
 
 const (
@@ -149,7 +149,6 @@ const (
 	recCommitted = 2
 	recPadding   = 3
 	recAborted   = 4
-
 )
 
 // QueueSize returns the bytes a queue of the given capacity (a power of
