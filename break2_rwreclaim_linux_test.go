@@ -142,7 +142,22 @@ func TestBreak2RWReclaimDeadOrder(t *testing.T) {
 	select {
 	case <-r1stopped:
 	case err := <-r1done:
-		t.Fatalf("the reclaiming reader returned (%v) before the stop", err)
+		// The reclaimer never left the slot free with its bit set (it got
+		// in without that step): it holds a read lock now; a writer must
+		// wait for it.
+		p.close()
+		if err != nil {
+			t.Fatalf("the reclaiming reader: %v", err)
+		}
+		defer rw2.RUnlock()
+		atomic.StoreInt32(&ff.release, 1)
+		for atomic.LoadInt32(&ff.released) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		if got, out := tryWriteFromChild(t, name, leakRWOff, "lock", 300*time.Millisecond); got {
+			t.Fatalf("a writer got the write lock (%s) beside the reclaiming reader's read lock", out)
+		}
+		return
 	case <-time.After(20 * time.Second):
 		t.Fatal("the reclaiming reader never reclaimed")
 	}
