@@ -3,6 +3,7 @@
 package shm
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -46,8 +47,21 @@ func init() {
 			rw, _ := View[RWMutex](b[rfRW:])
 			e = rw.LockTimeout(10 * time.Millisecond)
 		case "rw.TryLock":
+			// TryLock returns no error: a fault is a panic with an error
+			// matching ErrCorrupt (see "Memory faults"), which we recover.
 			rw, _ := View[RWMutex](b[rfRW:])
-			rw.TryLock()
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						if err, ok := r.(error); ok && errors.Is(err, ErrCorrupt) {
+							e = err
+							return
+						}
+						panic(r)
+					}
+				}()
+				rw.TryLock()
+			}()
 		case "mutex.LockTimeout":
 			mu, _ := View[Mutex](b[rfMutex:])
 			e = mu.LockTimeout(10 * time.Millisecond)

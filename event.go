@@ -199,7 +199,8 @@ func (e *AutoEvent) Wait() error {
 
 // WaitTimeout waits at most d for the event, and clears it. It returns
 // ErrTimeout if d passed.
-func (e *AutoEvent) WaitTimeout(d time.Duration) error {
+func (e *AutoEvent) WaitTimeout(d time.Duration) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	if tryTake(&e.state) {
 		return nil
 	}
@@ -208,10 +209,11 @@ func (e *AutoEvent) WaitTimeout(d time.Duration) error {
 
 // WaitContext waits for the event until ctx is done, and clears it. It
 // returns ctx.Err() if ctx ended first.
-func (e *AutoEvent) WaitContext(ctx context.Context) error {
+func (e *AutoEvent) WaitContext(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	if tryTake(&e.state) {
 		return nil
 	}
@@ -260,7 +262,8 @@ func (e *ManualEvent) Wait() error {
 
 // WaitTimeout waits at most d for the event to be set. It returns ErrTimeout
 // if d passed.
-func (e *ManualEvent) WaitTimeout(d time.Duration) error {
+func (e *ManualEvent) WaitTimeout(d time.Duration) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	if atomic.LoadUint32(&e.state)&evSet != 0 {
 		return nil
 	}
@@ -269,10 +272,11 @@ func (e *ManualEvent) WaitTimeout(d time.Duration) error {
 
 // WaitContext waits for the event to be set until ctx is done. It returns
 // ctx.Err() if ctx ended first.
-func (e *ManualEvent) WaitContext(ctx context.Context) error {
+func (e *ManualEvent) WaitContext(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	if atomic.LoadUint32(&e.state)&evSet != 0 {
 		return nil
 	}
@@ -435,15 +439,17 @@ func (e *BusyAutoEvent) Reset() error { atomic.StoreUint32(&e.state, 0); return 
 func (e *BusyAutoEvent) Wait() error { return busyWait(&e.state, true, noDeadline()) }
 
 // WaitTimeout waits at most d for the event, and clears it.
-func (e *BusyAutoEvent) WaitTimeout(d time.Duration) error {
+func (e *BusyAutoEvent) WaitTimeout(d time.Duration) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	return busyWait(&e.state, true, timeoutDeadline(d))
 }
 
 // WaitContext waits for the event until ctx is done, and clears it.
-func (e *BusyAutoEvent) WaitContext(ctx context.Context) error {
+func (e *BusyAutoEvent) WaitContext(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	return busyWait(&e.state, true, ctxDeadline(ctx))
 }
 
@@ -467,15 +473,17 @@ func (e *BusyManualEvent) Reset() error { resetEvent(&e.state); return nil }
 func (e *BusyManualEvent) Wait() error { return busyWait(&e.state, false, noDeadline()) }
 
 // WaitTimeout waits at most d for the event to be set.
-func (e *BusyManualEvent) WaitTimeout(d time.Duration) error {
+func (e *BusyManualEvent) WaitTimeout(d time.Duration) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	return busyWait(&e.state, false, timeoutDeadline(d))
 }
 
 // WaitContext waits for the event to be set until ctx is done.
-func (e *BusyManualEvent) WaitContext(ctx context.Context) error {
+func (e *BusyManualEvent) WaitContext(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	return busyWait(&e.state, false, ctxDeadline(ctx))
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -175,8 +176,16 @@ func serveOne(m *Managed, c *net.UnixConn, uid uint32) {
 	if efd == nil {
 		return
 	}
+	// With the eventfd goes our descriptor of the segment file, on which
+	// we hold our liveness lock: the proof that we are the creator (see
+	// openEventFD).
 	if efd.acquire() {
-		c.WriteMsgUnix(req[:], unix.UnixRights(efd.fd), nil)
+		m.mu.Lock()
+		open := !m.closed
+		if open {
+			c.WriteMsgUnix(req[:], unix.UnixRights(efd.fd, m.seg.sys.fd), nil)
+		}
+		m.mu.Unlock()
 		efd.release()
 	}
 }
@@ -222,7 +231,8 @@ func (m *Managed) openEventFD(i int, e eventEntry) (*EventFD, error) {
 		return nil, fmt.Errorf("event %d: the eventfd's creator (pid %d) does not serve it (%v): %w", i, creator.PID(), err, fs.ErrNotExist)
 	}
 	defer c.Close()
-	if err := m.checkServer(c, creator); err != nil {
+	self, err := m.checkServer(c, creator)
+	if err != nil {
 		return nil, fmt.Errorf("event %d: %w", i, err)
 	}
 	c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -236,11 +246,19 @@ func (m *Managed) openEventFD(i int, e eventEntry) (*EventFD, error) {
 	if err != nil {
 		return nil, fmt.Errorf("event %d: receiving the eventfd: %w", i, err)
 	}
-	fd, err := oneFD(oob[:oobn])
+	fd, proof, err := twoFDs(oob[:oobn])
 	if err != nil {
 		return nil, fmt.Errorf("event %d: %w", i, err)
 	}
 	unix.CloseOnExec(fd)
+	if !self {
+		err = m.checkProof(proof, creator)
+	}
+	unix.Close(proof)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("event %d: %w", i, err)
+	}
 	if !isEventFD(fd) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("event %d: %w: the descriptor received is not an eventfd", i, ErrCorrupt)
@@ -248,10 +266,12 @@ func (m *Managed) openEventFD(i int, e eventEntry) (*EventFD, error) {
 	return newEventFD(fd, e.kind == EventFDManual)
 }
 
-func oneFD(oob []byte) (int, error) {
+// twoFDs returns the eventfd and the creator's segment descriptor of a
+// handout.
+func twoFDs(oob []byte) (int, int, error) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return -1, err
+		return -1, -1, err
 	}
 	var fds []int
 	for _, msg := range msgs {
@@ -260,54 +280,76 @@ func oneFD(oob []byte) (int, error) {
 			fds = append(fds, f...)
 		}
 	}
-	if len(fds) != 1 {
+	if len(fds) != 2 {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
-		return -1, fmt.Errorf("the creator did not send the eventfd (it may have closed the segment): %w", fs.ErrNotExist)
+		return -1, -1, fmt.Errorf("the creator did not send the eventfd (it may have closed the segment): %w", fs.ErrNotExist)
 	}
-	return fds[0], nil
+	return fds[0], fds[1], nil
 }
 
-// isEventFD reports whether fd is an eventfd (true if /proc cannot tell).
-// checkServer verifies that the process at the other end of c is the
-// creator recorded in the segment.
-func (m *Managed) checkServer(c *net.UnixConn, creator owner.Token) error {
-	cred, err := peerCred(c)
-	if err != nil {
-		return fmt.Errorf("the eventfd server's credentials: %w", err)
+// checkProof checks that proof is the creator's own descriptor of the
+// segment file: the same file as ours, and the one on which the creator's
+// liveness lock is held. A lock does not conflict with its own open file
+// description, so asking through proof finds the creator's byte free, while
+// asking through our descriptor finds it held. Only the creator (or a
+// process it gave that descriptor) can send that.
+func (m *Managed) checkProof(proof int, creator owner.Token) error {
+	var a, b unix.Stat_t
+	if unix.Fstat(proof, &a) != nil || unix.Fstat(m.seg.sys.fd, &b) != nil || a.Dev != b.Dev || a.Ino != b.Ino {
+		return fmt.Errorf("%w: the eventfd server sent a descriptor of another file: not the creator", fs.ErrPermission)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(m.seg.sys.fd, &st); err != nil {
-		return err
-	}
-	if cred.Uid != st.Uid {
-		return fmt.Errorf("%w: the eventfd server runs as uid %d, the segment belongs to uid %d: not its creator", fs.ErrPermission, cred.Uid, st.Uid)
-	}
-	if int(cred.Pid) != creator.PID() {
-		// A creator in another PID namespace has another PID here; a
-		// process in ours with another PID is not the creator.
-		if same, err := samePIDNamespace(int(cred.Pid)); err != nil || same {
-			return fmt.Errorf("%w: the eventfd server is pid %d, the creator pid %d", fs.ErrPermission, cred.Pid, creator.PID())
-		}
-	}
-	if !owner.HeldIn(m.seg.sys.fd, creator) {
-		return fmt.Errorf("the eventfd's creator no longer has the segment open: %w", fs.ErrNotExist)
+	if owner.HeldIn(proof, creator) || !owner.HeldIn(m.seg.sys.fd, creator) {
+		return fmt.Errorf("%w: the eventfd server does not hold the creator's liveness lock: not the creator", fs.ErrPermission)
 	}
 	return nil
 }
 
-// samePIDNamespace reports whether process pid is in this process's PID
-// namespace; an error when it cannot tell.
-func samePIDNamespace(pid int) (bool, error) {
-	var a, b unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/pid", &a); err != nil {
+// isEventFD reports whether fd is an eventfd (true if /proc cannot tell).
+// checkServer verifies that the process at the other end of c may be the
+// creator recorded in the segment (its user, its PID) and still holds the
+// segment; self reports that it is this very process (whose liveness lock
+// the proof of checkProof cannot single out).
+func (m *Managed) checkServer(c *net.UnixConn, creator owner.Token) (self bool, err error) {
+	cred, err := peerCred(c)
+	if err != nil {
+		return false, fmt.Errorf("the eventfd server's credentials: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(m.seg.sys.fd, &st); err != nil {
 		return false, err
 	}
-	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/pid", &b); err != nil {
-		return false, err
+	if cred.Uid != st.Uid {
+		return false, fmt.Errorf("%w: the eventfd server runs as uid %d, the segment belongs to uid %d: not its creator", fs.ErrPermission, cred.Uid, st.Uid)
 	}
-	return a.Dev == b.Dev && a.Ino == b.Ino, nil
+	if int(cred.Pid) != creator.PID() {
+		// A creator in another PID namespace has another PID here: its
+		// PID in its own namespace (the last of NSpid in /proc/PID/status)
+		// must be the creator's. Anything else, or not knowing, is refused.
+		if inner, err := innermostPID(int(cred.Pid)); err != nil || inner != creator.PID() {
+			return false, fmt.Errorf("%w: the eventfd server is pid %d (%d in its own PID namespace), the creator pid %d", fs.ErrPermission, cred.Pid, inner, creator.PID())
+		}
+	}
+	if !owner.HeldIn(m.seg.sys.fd, creator) {
+		return false, fmt.Errorf("the eventfd's creator no longer has the segment open: %w", fs.ErrNotExist)
+	}
+	return int(cred.Pid) == os.Getpid() && creator == owner.Self(), nil
+}
+
+// innermostPID returns process pid's PID in its own PID namespace: the last
+// PID of the NSpid line of /proc/pid/status.
+func innermostPID(pid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "NSpid:" {
+			return strconv.Atoi(f[len(f)-1])
+		}
+	}
+	return 0, errors.New("no NSpid in /proc/PID/status")
 }
 
 // isEventFD reports whether fd is an eventfd: by /proc where it can be

@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"errors"
 	"fmt"
 	"runtime/debug"
 )
@@ -16,11 +17,14 @@ import (
 // into an error matching ErrCorrupt (or, in a call that returns no error,
 // such as Lock, into a panic with that error, which the caller may
 // recover): what a peer does to the file never kills the process. The
-// few-instruction fast paths of the primitives (an uncontended Lock,
-// Unlock, RLock, Set) do not, since that would double their cost: on a
-// mapping a peer may shrink, use the managed API or the Timeout and Context
-// forms (their waits are guarded), or guard your own calls, and your reads
-// of Bytes, with debug.SetPanicOnFault.
+// Timeout and Context forms, and every write-lock call of an RWMutex, are
+// guarded from their first instruction. The plain forms' few-instruction
+// fast paths (an uncontended Mutex Lock or TryLock, Unlock, RLock,
+// TryRLock, RUnlock, an untimed Wait that finds its event set, Set, Reset)
+// are not, since that would double their cost: on a mapping a peer may
+// shrink, use the Timeout or Context forms, the managed API (every call of
+// which is guarded), or guard your own calls, and your reads of Bytes, with
+// debug.SetPanicOnFault.
 
 // catchFault ends a guarded call: deferred as
 //
@@ -45,8 +49,14 @@ func panicOnFault(old bool) {
 }
 
 // faultError returns the error for the fault r, and panics again with r if
-// r is not a memory fault.
+// r is not a memory fault (or the panic of a guarded call that returns no
+// error, inside this one).
 func faultError(r any) error {
+	if err, ok := r.(error); ok && errors.Is(err, ErrCorrupt) {
+		if _, fault := r.(interface{ Addr() uintptr }); !fault {
+			return err // from panicOnFault, nested
+		}
+	}
 	f, ok := r.(interface{ Addr() uintptr })
 	if !ok {
 		panic(r)

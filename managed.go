@@ -145,6 +145,9 @@ func (c Config) Create(opts ...Option) (*Managed, error) {
 	}
 	b := seg.Bytes()
 	m := &Managed{seg: seg, l: l, data: b[l.dataOff : l.dataOff+l.dataSize : l.dataOff+l.dataSize]}
+	seg.mu.Lock()
+	seg.mng = m
+	seg.mu.Unlock()
 	m.efds = make([]*EventFD, len(l.events))
 	if err := m.createEventFDs(nonce); err != nil {
 		m.Close()
@@ -199,6 +202,9 @@ func attach(seg *Segment) (*Managed, error) {
 		return nil, &Error{Op: "open managed", Name: seg.name, Err: err}
 	}
 	m := &Managed{seg: seg, l: l, data: seg.data[l.dataOff : l.dataOff+l.dataSize : l.dataOff+l.dataSize]}
+	seg.mu.Lock()
+	seg.mng = m
+	seg.mu.Unlock()
 	m.efds = make([]*EventFD, len(l.events))
 	return m, nil
 }
@@ -611,7 +617,11 @@ func (m *Managed) Event(i int) (Event, error) {
 		return nil, m.closedErr(op)
 	}
 	if m.efds[i] == nil {
-		efd, err := m.openEventFD(i, e)
+		var efd *EventFD
+		err := guarded(func() (err error) {
+			efd, err = m.openEventFD(i, e)
+			return err
+		})
 		if err != nil {
 			return nil, &Error{Op: op, Name: m.seg.name, Err: err}
 		}
@@ -821,8 +831,53 @@ func (m *Managed) Close() error {
 			wait *= 2
 		}
 	}
-	errs = append(errs, m.seg.Close())
+	guarded(func() error { m.giveUpLocks(); return nil })
+	errs = append(errs, m.seg.close())
 	return errors.Join(errs...)
+}
+
+// giveUpLocks releases, as a dying holder would leave them, the locks this
+// process still holds in the segment (Guards not unlocked): write locks
+// are released marked inconsistent, so that the next holder hears of it
+// (ErrOwnerDead), read shares are dropped. Without it a process that
+// reopened the segment would hold them again, with nothing left to
+// release them.
+func (m *Managed) giveUpLocks() {
+	giveUp := func(mu *Mutex) {
+		for {
+			old := atomic.LoadUint64(&mu.state)
+			if old&mOwnerMask != selfWord {
+				return
+			}
+			if atomic.CompareAndSwapUint64(&mu.state, old, mInconsistent) {
+				if old&(mWaiters|mReaders) != 0 {
+					futex.Wake(lowHalf(&mu.state), futex.All)
+				}
+				return
+			}
+		}
+	}
+	for _, e := range m.l.locks {
+		p := m.prim(e.prim)
+		if e.kind == LockMutex {
+			giveUp((*Mutex)(p))
+			continue
+		}
+		rw := (*RWMutex)(p)
+		giveUp(&rw.w)
+		for i := range rw.slots {
+			s := &rw.slots[i]
+			if v := atomic.LoadUint64(s); v&rCountMask != 0 && v&^rCountMask == readerID {
+				nw := uint64(0)
+				if atomic.LoadUint64(&rw.idle[i/64])&(1<<(i%64)) != 0 {
+					nw = rMark
+				}
+				if atomic.CompareAndSwapUint64(s, v, nw) && atomic.LoadUint64(&rw.w.state)&mHeld != 0 {
+					rw.wakeWriter()
+				}
+			}
+		}
+	}
 }
 
 // wakeAll wakes every sleeper on the words of the segment's locks and

@@ -140,7 +140,8 @@ func (m *Mutex) TryLock() bool {
 // LockTimeout locks m, waiting at most d. It returns nil when it locked m,
 // ErrOwnerDead when it locked m after its owner died (or while it is still
 // marked inconsistent), and ErrTimeout when d passed without the lock.
-func (m *Mutex) LockTimeout(d time.Duration) error {
+func (m *Mutex) LockTimeout(d time.Duration) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	if atomic.CompareAndSwapUint64(&m.state, 0, selfWord) {
 		return nil
 	}
@@ -150,10 +151,11 @@ func (m *Mutex) LockTimeout(d time.Duration) error {
 // LockContext locks m, waiting until ctx is done. It returns nil when it
 // locked m, ErrOwnerDead when it locked m after its owner died (or while it
 // is still marked inconsistent), and ctx.Err() when ctx ended first.
-func (m *Mutex) LockContext(ctx context.Context) error {
+func (m *Mutex) LockContext(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	if atomic.CompareAndSwapUint64(&m.state, 0, selfWord) {
 		return nil
 	}

@@ -176,7 +176,8 @@ func (rw *RWMutex) TryRLock() bool { return rw.tryRLock() }
 // RLockTimeout locks rw for reading, waiting at most d. It returns
 // ErrTimeout when d passed, and ErrOwnerDead (with the read lock held) when
 // it had to recover the lock from a writer that died.
-func (rw *RWMutex) RLockTimeout(d time.Duration) error {
+func (rw *RWMutex) RLockTimeout(d time.Duration) (err error) {
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	if rw.tryRLock() {
 		return nil
 	}
@@ -186,10 +187,11 @@ func (rw *RWMutex) RLockTimeout(d time.Duration) error {
 // RLockContext locks rw for reading, waiting until ctx is done. It returns
 // ctx.Err() when ctx ended first, and ErrOwnerDead (with the read lock held)
 // when it had to recover the lock from a writer that died.
-func (rw *RWMutex) RLockContext(ctx context.Context) error {
+func (rw *RWMutex) RLockContext(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	if rw.tryRLock() {
 		return nil
 	}
@@ -237,9 +239,11 @@ func (rw *RWMutex) take() int {
 				break
 			}
 			if atomic.CompareAndSwapUint64(p, old, nw) {
-				if old == rMark {
-					// Marked free: unmark it, before the load of w.
-					atomic.AndUint64(&rw.idle[i/64], ^(uint64(1) << (i % 64)))
+				// Make sure writers look at the slot, before our load of w:
+				// we may have claimed it marked, or joined a goroutine of
+				// ours that did and has not cleared the bit yet.
+				if w, bit := &rw.idle[i/64], uint64(1)<<(i%64); atomic.LoadUint64(w)&bit != 0 {
+					atomic.AndUint64(w, ^bit)
 				}
 				return int(i)
 			}
@@ -333,6 +337,7 @@ func (rw *RWMutex) rlockSlow(dl deadline) (err error) {
 		now := time.Now()
 		if ow.due(st&mOwnerMask, now) && rw.w.takeOver(st) {
 			// We hold w for a writer that died: let the readers in.
+			rw.repairMarks()
 			rw.w.Unlock()
 			result = ErrOwnerDead
 			continue
@@ -347,6 +352,7 @@ func (rw *RWMutex) rlockSlow(dl deadline) (err error) {
 			// that keep retrying with short timeouts still recover the lock
 			// of a writer that died.
 			if st := atomic.LoadUint64(&rw.w.state); st&mHeld != 0 && rw.w.takeOver(st) {
+				rw.repairMarks()
 				rw.w.Unlock()
 				if ok, _ := rw.tryRead(); ok {
 					return ErrOwnerDead
@@ -365,9 +371,32 @@ func (rw *RWMutex) reclaimDead() {
 	for i := range rw.slots {
 		p := &rw.slots[i]
 		if v := atomic.LoadUint64(p); v&rCountMask != 0 && !owner.Alive(unsafe.Pointer(p), slotToken(v)) {
-			if atomic.CompareAndSwapUint64(p, v, 0) {
-				// 0 must have its idle bit clear.
-				atomic.AndUint64(&rw.idle[i/64], ^(uint64(1) << (i % 64)))
+			// Freed as what its bit says it is: marked (bit set; a reader
+			// killed between its claim of a marked slot and its clearing of
+			// the bit) or 0 (bit clear), never 0 with the bit set, which a
+			// reader could take unseen. Nobody else changes the bit of a
+			// slot that holds read locks.
+			nw := uint64(0)
+			if atomic.LoadUint64(&rw.idle[i/64])&(1<<(i%64)) != 0 {
+				nw = rMark
+			}
+			atomic.CompareAndSwapUint64(p, v, nw)
+		}
+	}
+}
+
+// repairMarks is called by a process that took w over from a dead writer:
+// that writer may have died between setting a slot's idle bit and looking
+// at the slot again, leaving a bit set on a slot a reader claimed. Every
+// set bit of a slot that is not marked is cleared.
+func (rw *RWMutex) repairMarks() {
+	for k := range rw.idle {
+		b := atomic.LoadUint64(&rw.idle[k])
+		for b != 0 {
+			j := bits.TrailingZeros64(b)
+			b &^= 1 << j
+			if atomic.LoadUint64(&rw.slots[k*64+j]) != rMark {
+				atomic.AndUint64(&rw.idle[k], ^(uint64(1) << j))
 			}
 		}
 	}
@@ -418,6 +447,7 @@ func (rw *RWMutex) Lock() {
 
 // TryLock locks rw for writing if it is free, and reports whether it did.
 func (rw *RWMutex) TryLock() bool {
+	defer panicOnFault(debug.SetPanicOnFault(true))
 	if !rw.w.TryLock() {
 		return false
 	}
@@ -445,8 +475,10 @@ func (rw *RWMutex) LockContext(ctx context.Context) error {
 	return rw.lockSlow(ctxDeadline(ctx))
 }
 
-func (rw *RWMutex) lockSlow(dl deadline) error {
-	// The common case, unguarded (see "Memory faults"): w free, no reader.
+func (rw *RWMutex) lockSlow(dl deadline) (err error) {
+	// Guarded throughout (see "Memory faults"): even the common case, w
+	// free and no reader, reads the whole slot table.
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	held := atomic.CompareAndSwapUint64(&rw.w.state, 0, selfWord)
 	if held && rw.readers() < 0 {
 		return nil
@@ -456,13 +488,15 @@ func (rw *RWMutex) lockSlow(dl deadline) error {
 
 // lockWait is lockSlow when it must wait: for w unless held, then for the
 // readers to leave.
-func (rw *RWMutex) lockWait(dl deadline, held bool) (err error) {
-	defer catchFault(&err, debug.SetPanicOnFault(true))
+func (rw *RWMutex) lockWait(dl deadline, held bool) error {
 	var result error
 	if !held {
 		result = rw.w.lockSlow(dl, futex.All)
 		if result != nil && result != ErrOwnerDead {
 			return result
+		}
+		if result == ErrOwnerDead {
+			rw.repairMarks()
 		}
 	}
 	if rw.readers() < 0 {

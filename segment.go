@@ -43,6 +43,8 @@ type Segment struct {
 	mu    sync.Mutex
 	owner bool
 	sys   osSegment
+
+	mng *Managed // the Managed this is the segment of, if any: it closes the segment
 }
 
 // Option configures Create, Open, OpenOrCreate and OpenLink. Each option
@@ -417,8 +419,19 @@ func (s *Segment) Orphaned() bool { return s.orphaned }
 // Close unmaps the segment. If the caller owns it, Close also removes its
 // name and its link file, unless another segment has taken the name (or
 // another link the path) meanwhile: those are left alone. Close is
-// idempotent: later calls return nil.
+// idempotent: later calls return nil. The Segment of a Managed is closed
+// by closing the Managed, which Close then does.
 func (s *Segment) Close() error {
+	s.mu.Lock()
+	m := s.mng
+	s.mu.Unlock()
+	if m != nil {
+		return m.Close()
+	}
+	return s.close()
+}
+
+func (s *Segment) close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {

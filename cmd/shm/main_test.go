@@ -317,7 +317,7 @@ func TestRmLink(t *testing.T) {
 }
 
 func TestIsManaged(t *testing.T) {
-	header := make([]byte, 64)
+	header := make([]byte, headerPeek) // a header (128 bytes since layout 3) and more
 	copy(header, "GOSHM\x00\x00\x01")
 	for _, tc := range []struct {
 		b    []byte

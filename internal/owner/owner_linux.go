@@ -44,6 +44,7 @@ func (t Token) PID() int {
 type region struct {
 	base, end uintptr
 	fd        int
+	dev, ino  uint64 // the file fd must still be
 }
 
 var regions struct {
@@ -63,9 +64,13 @@ func Attach(fd int, base, size uintptr) error {
 	if err := fcntlLock(fd, unix.F_OFD_SETLK, &lk); err != nil {
 		return err
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
 	regions.mu.Lock()
 	defer regions.mu.Unlock()
-	l := append(regions.list, region{base: base, end: base + size, fd: fd})
+	l := append(regions.list, region{base: base, end: base + size, fd: fd, dev: uint64(st.Dev), ino: st.Ino})
 	sort.Slice(l, func(i, j int) bool { return l[i].base < l[j].base })
 	regions.list = l
 	return nil
@@ -105,7 +110,23 @@ func Alive(addr unsafe.Pointer, t Token) bool {
 	if i == len(l) || a < l[i].base {
 		return true
 	}
+	// The descriptor must still be the segment's file: a program that
+	// closed it behind our back may have had its number reused for another
+	// file, where nobody holds the owner's byte.
+	var st unix.Stat_t
+	if err := fstat(l[i].fd, &st); err != nil || uint64(st.Dev) != l[i].dev || st.Ino != l[i].ino {
+		return true
+	}
 	return holds(l[i].fd, t)
+}
+
+// fstat is unix.Fstat without letting st escape to the heap.
+func fstat(fd int, st *unix.Stat_t) error {
+	_, _, e := syscall.Syscall(unix.SYS_FSTAT, uintptr(fd), uintptr(unsafe.Pointer(st)), 0)
+	if e != 0 {
+		return e
+	}
+	return nil
 }
 
 // HeldIn reports whether any process holds t's liveness lock on the file
