@@ -123,6 +123,8 @@ type Queue struct {
 	headCache atomic.Uint64 // a recent head, for producers
 	cons      atomic.Pointer[Consumer]
 
+	errFull, errEmpty atomic.Pointer[Error] // see fullErr
+
 	users atomic.Int64 // calls in progress
 	stop  atomic.Bool  // closed: calls fail, waits end
 	mng   *Managed     // the managed segment it belongs to, if any
@@ -355,6 +357,26 @@ func (q *Queue) leave(err *error, old bool) {
 	}
 }
 
+// fullErr and emptyErr are the errors of the Try forms, made once: a
+// producer or consumer that polls must not allocate.
+func (q *Queue) fullErr() error {
+	if e := q.errFull.Load(); e != nil {
+		return e
+	}
+	e := &Error{Op: "claim", Name: q.name(), Err: ErrFull}
+	q.errFull.Store(e)
+	return e
+}
+
+func (q *Queue) emptyErr() error {
+	if e := q.errEmpty.Load(); e != nil {
+		return e
+	}
+	e := &Error{Op: "receive", Name: q.name(), Err: ErrEmpty}
+	q.errEmpty.Store(e)
+	return e
+}
+
 func (q *Queue) closedErr(op string) error {
 	return &Error{Op: op, Name: q.name(), Err: ErrClosed}
 }
@@ -549,7 +571,7 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 			if t+total-h > capacity {
 				if try {
 					q.giveUp(slot, own)
-					return Claim{}, &Error{Op: "claim", Name: q.name(), Err: ErrFull}
+					return Claim{}, q.fullErr()
 				}
 				if err := q.waitRoom(t, total, &dl); err != nil {
 					q.giveUp(slot, own)
@@ -951,7 +973,7 @@ func (c *Consumer) receive(dl deadline, try bool) (m Message, err error) {
 	case !wait:
 		return m, nil
 	case try:
-		return Message{}, &Error{Op: "receive", Name: q.name(), Err: ErrEmpty}
+		return Message{}, q.emptyErr()
 	}
 	return c.wait(dl)
 }

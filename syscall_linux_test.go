@@ -42,6 +42,21 @@ func init() {
 		if err != nil {
 			return err
 		}
+		q, err := AttachQueue(seg.Bytes()[4096:])
+		if err != nil {
+			return err
+		}
+		defer q.Close()
+		qc, err := q.Consumer()
+		if err != nil {
+			return err
+		}
+		qp, err := q.Producer()
+		if err != nil {
+			return err
+		}
+		defer qp.Close()
+		msg, buf := make([]byte, 64), make([]byte, 64)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		runtime.LockOSThread()
@@ -77,6 +92,31 @@ func init() {
 				p.bme.Set()
 				p.bme.Wait()
 				p.bme.Reset()
+				// The queue, while neither side sleeps: every producer and
+				// consumer call.
+				if c, err := q.Claim(64); err == nil {
+					c.Commit()
+				}
+				q.Send(msg)
+				q.TrySend(msg)
+				q.SendTimeout(msg, time.Minute)
+				qp.Send(msg)
+				if c, err := qp.TryClaim(8); err == nil {
+					c.Abort()
+				}
+				if m, err := qc.Receive(); err == nil {
+					qc.Release(m)
+				}
+				qc.TryCopy(buf)
+				qc.CopyContext(ctx, buf)
+				var last Message
+				for j := 0; j < 2; j++ {
+					if m, err := qc.ReceiveTimeout(time.Minute); err == nil {
+						last = m
+					}
+				}
+				qc.Release(last)
+				qc.TryReceive() // the aborted record, then empty
 			}
 		}
 		loop(1000) // first-use work, if any, happens before the count
@@ -99,11 +139,14 @@ func TestUncontendedNoSyscalls(t *testing.T) {
 		t.Skip("strace is not installed: cannot count system calls")
 	}
 	name := testName(t)
-	seg, err := Create(name, 4096)
+	seg, err := Create(name, 4096+QueueSize(1024, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer seg.Close()
+	if _, err := FormatQueue(seg.Bytes()[4096:], 1024, 0, 0); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(t.TempDir(), "strace.out")
 	cmd := exec.Command(strace, "-f", "-qq", "-o", out, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=syscall-loop", childArgsEnv+`=["`+name+`"]`)
@@ -156,7 +199,7 @@ func TestUncontendedNoSyscalls(t *testing.T) {
 	if chunks != syscallChunks {
 		t.Fatalf("found %d of the %d marked chunks in the strace output", chunks, syscallChunks)
 	}
-	t.Logf("%d operations (lock, unlock, set, wait, reset; %d loops of %d): %d system calls by them, "+
+	t.Logf("%d operations (lock, unlock, set, wait, reset, queue calls; %d loops of %d): %d system calls by them, "+
 		"and %d signals (preemption), %d runtime futex calls on their thread, %d calls on the runtime's other threads",
 		syscallLoops*syscallOpsPerLoop, syscallLoops, syscallOpsPerLoop, onThread, signals, runtimeFutex, others)
 	if onThread != 0 {
@@ -164,6 +207,6 @@ func TestUncontendedNoSyscalls(t *testing.T) {
 	}
 }
 
-// syscallOpsPerLoop is how many lock, unlock, set, wait and reset calls one
-// loop of the syscall-loop child makes.
-const syscallOpsPerLoop = 28
+// syscallOpsPerLoop is how many lock, unlock, set, wait and reset calls
+// (28) and queue calls (16) one loop of the syscall-loop child makes.
+const syscallOpsPerLoop = 28 + 16
