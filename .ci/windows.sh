@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Windows suite, under Wine: every package's tests built as Windows
 # binaries and run by Wine (multi-process tests re-exec the test binary
-# inside Wine too), then every example pair examples/X_create + X_open,
-# both started together, both required to exit 0.
+# inside Wine too), then every example pair examples/X_create + X_open and
+# the queue pair examples/queue_recv + queue_send, both started together,
+# both required to exit 0.
 #
 # Works on a fresh Debian machine as root: .ci/wine/setup.sh installs Wine and
 # MinGW, builds the ProcessPrng stand-in DLL and makes the prefix (under
@@ -76,6 +77,25 @@ for create in examples/*_create; do
   fi
   pairs=$((pairs + 1))
 done
+# The queue pair: receiver (creator) and sender, started together.
+echo "--- example pair queue"
+work=$(mktemp -d)
+(cd "$work" && exec timeout 120 "$WINE" "$bin/queue_recv.exe" -n 200000) >"$work/recv.out" 2>&1 &
+c=$!
+(cd "$work" && exec timeout 120 "$WINE" "$bin/queue_send.exe" -n 200000) >"$work/send.out" 2>&1 &
+o=$!
+rc=0
+wait $c || rc=$?
+ro=0
+wait $o || ro=$?
+sed "s/^/  queue_recv: /" "$work/recv.out"
+sed "s/^/  queue_send: /" "$work/send.out"
+rm -rf "$work"
+if [ $rc -ne 0 ] || [ $ro -ne 0 ]; then
+  echo "example pair queue failed under Wine: recv exited $rc, send exited $ro"
+  failed+=("example queue")
+fi
+pairs=$((pairs + 1))
 echo "--- $pairs example pair(s) run under Wine"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "Windows suite failed: ${failed[*]}"

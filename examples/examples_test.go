@@ -222,3 +222,52 @@ func TestRawCreateNameTaken(t *testing.T) {
 		s2.Close()
 	}
 }
+
+// TestQueuePair runs queue_recv and queue_send together, in either order:
+// every message arrives, checked, and the segment is gone afterwards.
+func TestQueuePair(t *testing.T) {
+	for _, sendFirst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "receiver first", true: "sender first"}[sendFirst], func(t *testing.T) {
+			name := uniqueName(t)
+			args := []string{"-name", name, "-n", "300000", "-timeout", "20s"}
+			var r, s *proc
+			if sendFirst {
+				s = start(t, "queue_send", args...)
+				time.Sleep(100 * time.Millisecond)
+				r = start(t, "queue_recv", args...)
+			} else {
+				r = start(t, "queue_recv", args...)
+				s = start(t, "queue_send", args...)
+			}
+			if err := s.wait(t, 60*time.Second); err != nil {
+				t.Fatalf("queue_send: %v\n%s", err, s.out.String())
+			}
+			if err := r.wait(t, 60*time.Second); err != nil {
+				t.Fatalf("queue_recv: %v\n%s", err, r.out.String())
+			}
+			if out := r.out.String(); !strings.Contains(out, "Received and checked 300000 messages") || !strings.HasSuffix(out, "Done\n") {
+				t.Fatalf("queue_recv printed:\n%s", out)
+			}
+			if out := s.out.String(); !strings.Contains(out, "Sent 300000 messages") || !strings.HasSuffix(out, "Done\n") {
+				t.Fatalf("queue_send printed:\n%s", out)
+			}
+			gone(t, name)
+		})
+	}
+}
+
+// TestQueueRecvNobodyComes: without a sender, queue_recv gives up after its
+// timeout, says why, and removes its segment.
+func TestQueueRecvNobodyComes(t *testing.T) {
+	name := uniqueName(t)
+	r := start(t, "queue_recv", "-name", name, "-timeout", "300ms")
+	err := r.wait(t, 20*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("queue_recv with nobody sending ended with %v, want exit status 1\n%s", err, r.out.String())
+	}
+	if !strings.Contains(r.out.String(), "message 0:") {
+		t.Fatalf("queue_recv does not say why it failed:\n%s", r.out.String())
+	}
+	gone(t, name)
+}
