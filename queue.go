@@ -442,6 +442,9 @@ func (c Claim) finish(state uint64) (err error) {
 	// sees the commit word (an atomic load) sees them, and the payload.
 	atomic.StoreUint64(q.hd(c.pos), recHeader(uint64(c.n), state, int(c.slot)))
 	atomic.StoreUint64(q.hc(c.pos), commitWord(c.pos))
+	if state == recAborted {
+		atomic.AddUint64(q.aborted, 1)
+	}
 	if !c.own {
 		q.putSlot(int(c.slot))
 	}

@@ -8,7 +8,7 @@ import (
 // TestDemo runs the demo as a user would: several worker processes of the
 // real binary, a count that must come out exact, and a timed round trip.
 func TestDemo(t *testing.T) {
-	r := shmCmd(t, "demo", "-workers", "3", "-count", "20000", "-rounds", "2000")
+	r := shmCmd(t, "demo", "-workers", "3", "-count", "20000", "-rounds", "2000", "-messages", "30000")
 	r.want(t, 0)
 	name := regexp.MustCompile(`segment "([^"]+)"`).FindStringSubmatch(r.stdout)
 	if name == nil {
@@ -18,6 +18,7 @@ func TestDemo(t *testing.T) {
 		`final count 60000 \(expected 60000\): OK`,
 		`wall time \S+`,
 		`event round trip between two processes \(2000 rounds, auto-reset event\): median \S+, p99 \S+`,
+		`queue: 90000 messages received and checked \(expected 90000\) in \S+, \d+ messages/s: OK`,
 	} {
 		if !regexp.MustCompile(want).MatchString(r.stdout) {
 			t.Errorf("output lacks %q:\n%s", want, r.stdout)
@@ -31,4 +32,5 @@ func TestDemo(t *testing.T) {
 func TestDemoUsage(t *testing.T) {
 	shmCmd(t, "demo", "-workers", "0").want(t, 2)
 	shmCmd(t, "demo", "extra").want(t, 2)
+	shmCmd(t, "demo", "-messages", "-1").want(t, 2)
 }

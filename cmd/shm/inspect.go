@@ -92,7 +92,7 @@ func inspectManaged(w io.Writer, name string, b []byte) {
 		return
 	}
 	defer m.Close()
-	fmt.Fprintf(w, "data:    %d bytes, %d lock(s), %d event(s)\n", len(m.Data()), m.NumLocks(), m.NumEvents())
+	fmt.Fprintf(w, "data:    %d bytes, %d lock(s), %d event(s), %d queue(s)\n", len(m.Data()), m.NumLocks(), m.NumEvents(), m.NumQueues())
 	for i := 0; i < m.NumLocks(); i++ {
 		st, err := m.LockState(i)
 		if err != nil {
@@ -109,6 +109,43 @@ func inspectManaged(w io.Writer, name string, b []byte) {
 		}
 		fmt.Fprintf(w, "event %d: %v: %s\n", i, st.Kind, eventStateString(st))
 	}
+	for i := 0; i < m.NumQueues(); i++ {
+		st, err := m.QueueStats(i)
+		if err != nil {
+			fmt.Fprintf(w, "queue %d: %v\n", i, err)
+			continue
+		}
+		fmt.Fprintf(w, "queue %d: %s\n", i, queueStatsString(st))
+	}
+}
+
+// queueStatsString describes a queue: its size, what is in it, where its
+// positions are, and who uses it.
+func queueStatsString(st shm.QueueStats) string {
+	s := fmt.Sprintf("%d bytes (messages up to %d); %d message(s), %d byte(s) in flight; head %d, tail %d",
+		st.Capacity, st.MaxMessage, st.Messages, st.InFlight, st.Head, st.Tail)
+	if st.Tail < st.Head || st.Tail-st.Head > uint64(st.Capacity) {
+		s += " (DAMAGED: tail and head do not agree)"
+	}
+	if st.Consumer.PID != 0 {
+		s += "; consumer " + processString(st.Consumer)
+	} else {
+		s += "; no consumer"
+	}
+	if len(st.Producers) > 0 {
+		var ps []string
+		for _, p := range st.Producers {
+			ps = append(ps, processString(p))
+		}
+		s += "; producing: " + strings.Join(ps, ", ")
+	}
+	if st.Skipped > 0 {
+		s += fmt.Sprintf("; %d record(s) of dead producers skipped", st.Skipped)
+	}
+	if st.Aborted > 0 {
+		s += fmt.Sprintf("; %d aborted", st.Aborted)
+	}
+	return s
 }
 
 func processString(p shm.Process) string {

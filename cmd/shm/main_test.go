@@ -378,3 +378,69 @@ func TestHelpHidesInternalFlags(t *testing.T) {
 		t.Errorf("help demo lacks -workers:\n%s", r.stdout)
 	}
 }
+
+func TestInspectQueue(t *testing.T) {
+	name := fmt.Sprintf("%s%d", namePrefix(), counter.Add(1))
+	conf := shm.Config{Name: name, Size: 64}
+	conf.AddQueue(4096, 1000)
+	m, err := conf.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	q, err := m.Queue(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := q.Consumer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := q.Producer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, n := range []int{10, 100, 0} {
+		if err := p.Send(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl, err := p.Claim(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.Abort()
+	msg, err := c.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Release(msg) // the first one: 32 bytes with its header
+	r := shmCmd(t, "inspect", "-n", "0", name)
+	r.want(t, 0)
+	self := os.Getpid()
+	for _, want := range []string{
+		"data:    64 bytes, 0 lock(s), 0 event(s), 1 queue(s)\n",
+		// 32 + 128 + 16 + 32 (the aborted claim) bytes of records
+		fmt.Sprintf("queue 0: 4096 bytes (messages up to 1000); 2 message(s), 176 byte(s) in flight; head 32, tail 208; consumer pid %d; producing: pid %d; 1 aborted\n", self, self),
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("inspect lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if msg, err = c.Receive(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Release(msg)
+	if _, err := c.TryReceive(); !errors.Is(err, shm.ErrEmpty) { // past the aborted record
+		t.Fatal(err)
+	}
+	r = shmCmd(t, "inspect", "-n", "0", name)
+	r.want(t, 0)
+	want := fmt.Sprintf("queue 0: 4096 bytes (messages up to 1000); 0 message(s), 0 byte(s) in flight; head 208, tail 208; consumer pid %d; producing: pid %d; 1 aborted\n", self, self)
+	if !strings.Contains(r.stdout, want) {
+		t.Errorf("inspect lacks %q:\n%s", want, r.stdout)
+	}
+}
