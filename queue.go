@@ -544,7 +544,11 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 	defer catchFault(&err, debug.SetPanicOnFault(true))
 	slot := own
 	if own < 0 {
-		if slot, err = q.getSlot(dl); err != nil {
+		var full error
+		if try {
+			full = ErrFull
+		}
+		if slot, err = q.getSlot(dl, full); err != nil {
 			return Claim{}, err
 		}
 	}
@@ -643,8 +647,9 @@ func (q *Queue) waitRoom(t, total uint64, dl *deadline) error {
 	}
 }
 
-// getSlot returns a producer slot of this process, free for a claim.
-func (q *Queue) getSlot(dl deadline) (int, error) {
+// getSlot returns a producer slot of this process, free for a claim. When
+// every slot is taken it waits for one, or fails with full if not nil.
+func (q *Queue) getSlot(dl deadline, full error) (int, error) {
 	if i := q.fast.Swap(-1); i >= 0 {
 		return int(i), nil
 	}
@@ -681,7 +686,11 @@ func (q *Queue) getSlot(dl deadline) (int, error) {
 				return i, nil
 			}
 		}
-		if err := dl.expired(); err != nil {
+		err := dl.expired()
+		if full != nil {
+			err = full
+		}
+		if err != nil {
 			return 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: every producer slot (%d) is in use", err, q.nsl)}
 		}
 		time.Sleep(time.Millisecond)
@@ -715,12 +724,13 @@ type Producer struct {
 }
 
 // Producer returns a producer for one goroutine (see Producer). Close it
-// to give its slot back.
+// to give its slot back. When every producer slot of the queue is held by
+// live processes it fails at once with an error matching ErrInUse.
 func (q *Queue) Producer() (*Producer, error) {
 	if q.stop.Load() {
 		return nil, q.closedErr("producer")
 	}
-	slot, err := q.getSlot(noDeadline())
+	slot, err := q.getSlot(noDeadline(), ErrInUse)
 	if err != nil {
 		return nil, err
 	}

@@ -255,3 +255,51 @@ func BenchmarkQueueClaimCommitReceiveRelease(b *testing.B) {
 		c.Release(m)
 	}
 }
+
+// TestQueueSlotsExhausted: with every producer slot held (by Producers),
+// TryClaim and TrySend fail at once with ErrFull, the Timeout forms with
+// ErrTimeout, Producer with ErrInUse; a slot given back serves the next.
+func TestQueueSlotsExhausted(t *testing.T) {
+	seg, err := Create(testName(t), QueueSize(1024, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Close()
+	q, err := FormatQueue(seg.Bytes(), 1024, 0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	p1, err := q.Producer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := q.Producer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := q.TryClaim(8); !errors.Is(err, ErrFull) {
+		t.Fatalf("TryClaim with every slot held: %v, want ErrFull", err)
+	}
+	if err := q.TrySend(nil); !errors.Is(err, ErrFull) {
+		t.Fatalf("TrySend with every slot held: %v, want ErrFull", err)
+	}
+	if _, err := q.Producer(); !errors.Is(err, ErrInUse) {
+		t.Fatalf("Producer with every slot held: %v, want ErrInUse", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the Try forms and Producer waited %v", d)
+	}
+	if err := q.SendTimeout(nil, 20*time.Millisecond); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("SendTimeout with every slot held: %v, want ErrTimeout", err)
+	}
+	p1.Close()
+	if err := q.TrySend([]byte("x")); err != nil {
+		t.Fatalf("TrySend after a Producer closed: %v", err)
+	}
+	if err := p2.TrySend([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	p2.Close()
+}
