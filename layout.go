@@ -25,7 +25,7 @@ import (
 //	 12     4  byte-order tag 0x01020304, written in the creator's order
 //	 16     4  word size (8)
 //	 20     4  state: 0 empty, 1 initializing, 2 ready (published last)
-//	 24     4  header size: bytes from 0 to the end of the event table
+//	 24     4  header size: bytes from 0 to the end of the queue table
 //	 28     4  number of locks
 //	 32     4  number of events
 //	 36     8  creator's owner token (internal/owner: PID in the low 22
