@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 )
 
+// debugState describes the queue's shared words and its held producer
+// slots, for the failure messages of the queue tests.
 func (q *Queue) debugState() string {
 	s := fmt.Sprintf("head %d tail %d cwake %#x pwake %#x consumer %#x", atomic.LoadUint64(q.head), atomic.LoadUint64(q.tail), atomic.LoadUint32(q.cwake), atomic.LoadUint32(q.pwake), atomic.LoadUint64(q.consumer))
 	h := atomic.LoadUint64(q.head)
