@@ -435,7 +435,10 @@ func (c Claim) finish(state uint64) (err error) {
 		return fmt.Errorf("%w: the zero Claim", ErrRange)
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	if q.written(c.pos) {
+	// A claim not finished yet lies between head and tail, unwritten. One
+	// finished already is written, or consumed (below head: its place in
+	// the ring may be another claim's by now).
+	if c.pos < atomic.LoadUint64(q.head) || q.written(c.pos) {
 		return &Error{Op: "commit", Name: q.name(), Err: fmt.Errorf("%w: the claim at %d is committed or aborted already", ErrRange, c.pos)}
 	}
 	// The length, state and slot first, then the commit word: whoever

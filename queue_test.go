@@ -303,3 +303,57 @@ func TestQueueSlotsExhausted(t *testing.T) {
 	}
 	p2.Close()
 }
+
+// TestQueueCommitTwiceAfterWrap: a Claim committed again after its message
+// was consumed and the ring wrapped over its place is refused; it must not
+// write into the claim that now holds that place.
+func TestQueueCommitTwiceAfterWrap(t *testing.T) {
+	_, q := newQueue(t, 256, 0)
+	c, err := q.Consumer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := q.Claim(40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.Receive(); err != nil {
+		t.Fatal(err)
+	} else {
+		c.Release(m)
+	}
+	for i := 0; i < 7; i++ { // the ring wraps (4 records a lap): old's place is reused
+		if err := q.Send(make([]byte, 40)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Release(m)
+	}
+	cur, err := q.Claim(40) // at old's place, one lap on
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.pos&q.mask != old.pos&q.mask {
+		t.Fatalf("the test expected claim positions %d and %d at one place", old.pos, cur.pos)
+	}
+	if err := old.Commit(); !errors.Is(err, ErrRange) {
+		t.Fatalf("a second Commit after a wrap: %v, want ErrRange", err)
+	}
+	if err := old.Abort(); !errors.Is(err, ErrRange) {
+		t.Fatalf("an Abort after the Commit: %v, want ErrRange", err)
+	}
+	copy(cur.Bytes(), "fresh")
+	if err := cur.Commit(); err != nil {
+		t.Fatalf("the claim now at that place: %v", err)
+	}
+	m, err := c.Receive()
+	if err != nil || string(m.Bytes()[:5]) != "fresh" {
+		t.Fatalf("after the refused commit: %v %q", err, m.Bytes())
+	}
+}
