@@ -291,12 +291,14 @@ func (q *Queue) slotWord(i, w int) *uint64 {
 }
 
 // The header words of the record at position pos: hd (length, state,
-// slot) and hc (the commit word: the position, tagged).
+// slot) and hc (the commit word: the position, tagged). Positions are
+// multiples of 16; one that is not (a damaged word) is checked for before
+// it gets here, and in any case addresses a header inside the ring.
 func (q *Queue) hd(pos uint64) *uint64 {
-	return (*uint64)(unsafe.Pointer(&q.ring[pos&q.mask]))
+	return (*uint64)(unsafe.Pointer(&q.ring[pos&q.mask&^15]))
 }
 func (q *Queue) hc(pos uint64) *uint64 {
-	return (*uint64)(unsafe.Pointer(&q.ring[pos&q.mask+8]))
+	return (*uint64)(unsafe.Pointer(&q.ring[pos&q.mask&^15+8]))
 }
 
 // qTag is mixed into commit words, so that the bytes of an older payload
@@ -529,6 +531,10 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 	start, total, rec := uint64(0), uint64(0), uint64(0)
 	for {
 		t := atomic.LoadUint64(q.tail)
+		if t&15 != 0 {
+			q.giveUp(slot, own)
+			return Claim{}, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d is not a record boundary", ErrCorrupt, t)}
+		}
 		toEnd := capacity - t&q.mask
 		total, rec = need, t
 		if need > toEnd {
@@ -1031,7 +1037,7 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 		if pos == tail {
 			return Message{}, true, nil
 		}
-		if tail < pos || tail-c.released > capacity {
+		if tail < pos || tail-c.released > capacity || pos&15 != 0 {
 			return Message{}, false, fmt.Errorf("%w: tail %d, head %d, read %d", ErrCorrupt, tail, c.released, pos)
 		}
 		if !q.written(pos) {
@@ -1138,7 +1144,7 @@ func (c *Consumer) gap(pos, tail uint64) (skip uint64, wait bool) {
 		tok := atomic.LoadUint64(q.slotWord(i, 0))
 		start := atomic.LoadUint64(q.slotWord(i, 1))
 		e := start + atomic.LoadUint64(q.slotWord(i, 2))
-		if tok != 0 && pos >= start && pos < e && (e == tail || e < tail && (q.written(e) || q.slotStarts(e))) {
+		if tok != 0 && pos >= start && pos < e && e&15 == 0 && (e == tail || e < tail && (q.written(e) || q.slotStarts(e))) {
 			return e, false
 		}
 	}
@@ -1199,7 +1205,7 @@ func (q *Queue) Stats() (st QueueStats, err error) {
 	if st.Tail >= st.Head && st.Tail-st.Head <= uint64(len(q.ring)) {
 		st.InFlight = int(st.Tail - st.Head)
 		for p := st.Head; p < st.Tail; {
-			if !q.written(p) {
+			if p&15 != 0 || !q.written(p) {
 				break
 			}
 			h := atomic.LoadUint64(q.hd(p))
