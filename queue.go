@@ -72,8 +72,8 @@ import (
 // tail; if the record would not fit before the end of the ring, the claim
 // covers a padding record to the end too; if tail + claim - head exceeds
 // the capacity, the queue is full. It stores (start, total) in its slot,
-// then CASes tail from start to start+total (retrying from the top when the
-// CAS fails): the claim is its. It writes the padding record, if any, fills
+// then CASes tail from start to start+total (when the CAS fails, it clears
+// total and tries again from the top): the claim is its. It writes the padding record, if any, fills
 // the payload, and commits: hd, then hc. All are atomic stores, in order, so
 // that whoever sees hc sees hd and the payload. After the commit it loads
 // cwake, and wakes the consumer if bit 0 was set.
@@ -85,8 +85,10 @@ import (
 // candidate claim in its slot before the CAS that makes it its own: if a
 // live producer's slot covers r the consumer waits (and, after a liveness
 // slice, asks again whether it lives); if only dead ones do, it skips to
-// the end of the dead claim (the one whose end is the start of what
-// follows: tail, a written record, or another slot's claim), counting it.
+// the end of the dead claim (the nearest end of a dead slot's claim that
+// is the start of what follows: tail, a written record, or another slot's
+// claim), counting it. A slot is taken over from a dead process only when
+// it holds no claim in the ring (it ends at or before head, or past tail).
 // Release stores head past the released record; then, if pwake's bit 0 was
 // set, it clears it and wakes every producer.
 //
@@ -574,6 +576,11 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 			start = t
 			break
 		}
+		// Not ours: take the candidate back at once. Left there, it would
+		// cover the claim of the producer that won (a live producer's
+		// candidate over a dead one's claim: the consumer would wait for
+		// the live one, which may be waiting for room itself).
+		atomic.StoreUint64(q.slotWord(slot, 2), 0)
 	}
 	if rec != start {
 		atomic.StoreUint64(q.hd(start), recHeader(rec-start-qRecHeader, recPadding, slot))
@@ -638,27 +645,39 @@ func (q *Queue) getSlot(dl deadline) (int, error) {
 	}
 	q.slotsMu.Unlock()
 	// Take a slot in the segment: a free one, else one whose process died
-	// after its last claim was consumed.
+	// and left no claim in the ring (its last claim was consumed, or what
+	// the slot holds is a candidate that never became a claim).
 	self := uint64(owner.Self())
 	for try := 0; ; try++ {
 		for i := 0; i < q.nsl; i++ {
 			tok := q.slotWord(i, 0)
 			if atomic.CompareAndSwapUint64(tok, 0, self) {
-				q.own(i)
+				q.took(i)
 				return i, nil
 			}
 		}
-		head := atomic.LoadUint64(q.head)
+		head, tail := atomic.LoadUint64(q.head), atomic.LoadUint64(q.tail)
 		for i := 0; i < q.nsl; i++ {
 			tok := q.slotWord(i, 0)
 			v := atomic.LoadUint64(tok)
 			if v == 0 || v == self {
 				continue
 			}
-			end := atomic.LoadUint64(q.slotWord(i, 1)) + atomic.LoadUint64(q.slotWord(i, 2))
-			if end <= head && !owner.Alive(unsafe.Pointer(tok), owner.Token(v)) &&
-				atomic.CompareAndSwapUint64(tok, v, self) {
-				q.own(i)
+			total := atomic.LoadUint64(q.slotWord(i, 2))
+			end := atomic.LoadUint64(q.slotWord(i, 1)) + total
+			if total != 0 && end > head && end <= tail {
+				continue // maybe a claim in the ring, not consumed yet
+			}
+			if owner.Alive(unsafe.Pointer(tok), owner.Token(v)) {
+				continue
+			}
+			// Dead, so it makes no claim any more: a candidate that ends
+			// past tail now never became one (tail only grows).
+			if total != 0 && end > head && end <= atomic.LoadUint64(q.tail) {
+				continue
+			}
+			if atomic.CompareAndSwapUint64(tok, v, self) {
+				q.took(i)
 				return i, nil
 			}
 		}
@@ -669,7 +688,11 @@ func (q *Queue) getSlot(dl deadline) (int, error) {
 	}
 }
 
-func (q *Queue) own(i int) {
+// took makes slot i, just taken in the table, this process's. What the
+// slot says about a claim is the previous holder's, and would be taken for
+// this live process's: it is cleared first.
+func (q *Queue) took(i int) {
+	atomic.StoreUint64(q.slotWord(i, 2), 0)
 	q.slotsMu.Lock()
 	q.owned = append(q.owned, i)
 	q.slotsMu.Unlock()
@@ -1137,16 +1160,24 @@ func (c *Consumer) gap(pos, tail uint64) (skip uint64, wait bool) {
 		}
 	}
 	// Only dead claims cover pos. A dead producer's slot may hold a claim
-	// it made, or a candidate whose CAS failed: the claim is the one that
-	// ends where what follows starts (tail, a committed record, or
-	// another slot's claim).
+	// it made, or a candidate it never made its own (killed before its CAS,
+	// or after a failed one): the claim ends where what follows starts
+	// (tail, a written record, or another slot's claim). A candidate may
+	// end on such a place too, further on, past records that are not its
+	// own; no place inside the claim is one. So the claim's end is the
+	// nearest of them.
+	best := uint64(0)
 	for i := 0; i < q.nsl; i++ {
 		tok := atomic.LoadUint64(q.slotWord(i, 0))
 		start := atomic.LoadUint64(q.slotWord(i, 1))
 		e := start + atomic.LoadUint64(q.slotWord(i, 2))
-		if tok != 0 && pos >= start && pos < e && e&15 == 0 && (e == tail || e < tail && (q.written(e) || q.slotStarts(e))) {
-			return e, false
+		if tok != 0 && pos >= start && pos < e && e&15 == 0 && (best == 0 || e < best) &&
+			(e == tail || e < tail && (q.written(e) || q.slotStarts(e))) {
+			best = e
 		}
+	}
+	if best != 0 {
+		return best, false
 	}
 	return c.nextStart(pos, tail), false
 }
