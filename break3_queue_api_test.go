@@ -74,12 +74,31 @@ func TestBreak3QueueReleaseAfterSkipDeadlock(t *testing.T) {
 	st, _ := q.Stats()
 	done := make(chan error, 1)
 	go func() { done <- q.SendTimeout(make([]byte, q.MaxMessage()), 2*time.Second) }()
-	_, rerr := c.ReceiveTimeout(2 * time.Second)
+	m2, rerr := c.ReceiveTimeout(2 * time.Second)
 	if err := <-done; err != nil {
 		t.Fatalf("a send into an empty queue: %v (consumer: %v); the consumer had received or skipped everything, yet head %d, tail %d", err, rerr, st.Head, st.Tail)
 	}
 	if rerr != nil {
 		t.Fatalf("receive: %v", rerr)
+	}
+	// The message came after a padding record [144, 256), skipped with no
+	// message held: released at once.
+	if st, _ := q.Stats(); st.Head != m2.pos {
+		t.Errorf("after a padding record skipped with no message held: head %d, want %d", st.Head, m2.pos)
+	}
+	if err := c.Release(m2); err != nil {
+		t.Fatal(err)
+	}
+	cl, err = q.Claim(q.MaxMessage())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.Abort()
+	if _, err := c.TryReceive(); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("TryReceive: %v, want ErrEmpty", err)
+	}
+	if st, _ := q.Stats(); st.Head != st.Tail {
+		t.Errorf("an aborted record skipped with no message held is not released: head %d, tail %d", st.Head, st.Tail)
 	}
 }
 

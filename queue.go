@@ -802,6 +802,7 @@ type Consumer struct {
 	q        *Queue
 	read     uint64 // next record to read
 	released uint64 // head as this consumer last stored it
+	taken    uint64 // the end of the last message received (past released: messages are held)
 	token    uint64
 	watch    ownerWatch
 }
@@ -852,7 +853,7 @@ func (q *Queue) Consumer() (c *Consumer, err error) {
 		}
 	}
 	h := atomic.LoadUint64(q.head)
-	c = &Consumer{q: q, read: h, released: h, token: self}
+	c = &Consumer{q: q, read: h, released: h, taken: h, token: self}
 	if !q.cons.CompareAndSwap(nil, c) {
 		return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
 	}
@@ -916,6 +917,11 @@ func (c *Consumer) Release(m Message) (err error) {
 		return q.closedErr("release")
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
+	if end == c.taken {
+		// Every message received is released: what the consumer skipped
+		// since the last one (padding, aborted or dead claims) goes too.
+		end = c.read
+	}
 	c.released = end
 	atomic.StoreUint64(q.head, end)
 	q.wakeProducers()
@@ -944,12 +950,13 @@ func (c *Consumer) CopyContext(ctx context.Context, buf []byte) (int, error) {
 func (c *Consumer) TryCopy(buf []byte) (int, error) { return c.copyInto(buf, noDeadline(), true) }
 
 func (c *Consumer) copyInto(buf []byte, dl deadline, try bool) (int, error) {
+	taken := c.taken
 	m, err := c.receive(dl, try)
 	if err != nil {
 		return 0, err
 	}
 	if int(m.n) > len(buf) {
-		c.read = m.pos // not taken: it stays the next message
+		c.read, c.taken = m.pos, taken // not taken: it stays the next message
 		return int(m.n), &Error{Op: "receive", Name: c.q.name(), Err: fmt.Errorf("%w: the message has %d bytes, the buffer %d", ErrTooLarge, m.n, len(buf))}
 	}
 	n, err := c.copyOut(buf, m)
@@ -1082,6 +1089,7 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.read = pos + size
+			c.taken = c.read
 			c.watch.who = 0
 			return Message{q: q, pos: pos, n: uint32(n)}, false, nil
 		case recPadding:
@@ -1102,9 +1110,9 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 
 // skipTo moves the consumer past records that are not messages; when no
 // message is held (all received ones released) their space is released at
-// once.
+// once, else with the last message held (Release).
 func (c *Consumer) skipTo(pos uint64) {
-	held := c.read != c.released
+	held := c.taken > c.released
 	c.read = pos
 	c.watch.who = 0
 	if !held {
