@@ -417,7 +417,10 @@ func (c Claim) finish(state uint64) (err error) {
 		return fmt.Errorf("%w: the zero Claim", ErrRange)
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	if q.written(c.pos) {
+	// Committed (or aborted) already: its commit word says so until the
+	// consumer releases it; after that, head is past it, and its place
+	// may hold another lap's record.
+	if q.written(c.pos) || atomic.LoadUint64(q.head) > c.pos {
 		return &Error{Op: "commit", Name: q.name(), Err: fmt.Errorf("%w: the claim at %d is committed or aborted already", ErrRange, c.pos)}
 	}
 	// The length, state and slot first, then the commit word: whoever
