@@ -200,12 +200,14 @@ func FormatQueue(b []byte, capacity, maxMessage, producers int) (*Queue, error) 
 	ne.PutUint32(b[12:], uint32(log2(uint64(capacity))))
 	ne.PutUint32(b[16:], uint32(maxMessage))
 	ne.PutUint32(b[20:], uint32(producers))
-	// A header counts only with a state a producer writes (see written),
-	// so a ring of zeros (or of anything without a state) is empty; clear
-	// the headers' states in case the memory held other data.
+	// A record counts as written only when its commit word holds its
+	// position (see written), so a ring of zeros is empty. The memory may
+	// have held other data, or a queue (whose first lap's commit words are
+	// this lap's): clear every header, the commit words above all.
 	ring := b[qOffSlots+producers*qSlotSize : need]
 	for i := 0; i < len(ring); i += qRecHeader {
 		ne.PutUint64(ring[i:], 0)
+		ne.PutUint64(ring[i+8:], 0)
 	}
 	copy(b[0:8], queueMagic) // last: an attacher checks it
 	return AttachQueue(b)
