@@ -904,11 +904,16 @@ func (c *Consumer) TryReceive() (Message, error) { return c.receive(noDeadline()
 
 // Release releases m and every message received before it: their space
 // goes back to the producers, and their Bytes must not be used any more.
-// Releasing a message not received, or released already, is an error.
+// Releasing a message not received, or released already, is an error, and
+// so is a Release by a consumer closed since (the next consumer gets its
+// messages again).
 func (c *Consumer) Release(m Message) (err error) {
 	q := c.q
 	if m.q != q {
 		return &Error{Op: "release", Name: q.name(), Err: fmt.Errorf("%w: not a message of this queue", ErrRange)}
+	}
+	if q.cons.Load() != c {
+		return &Error{Op: "release", Name: q.name(), Err: fmt.Errorf("%w: consumer detached", ErrClosed)}
 	}
 	end := m.end()
 	if end > c.read || end <= c.released {
