@@ -834,9 +834,11 @@ func (m Message) Bytes() []byte {
 func (m Message) end() uint64 { return m.pos + align16(qRecHeader+uint64(m.n)) }
 
 // Consumer attaches this process as the queue's consumer. A queue has one
-// consumer at a time: while another process's consumer is attached and
-// alive, Consumer returns an error matching ErrInUse; a dead one's place is
-// taken, and its messages received but not released are delivered again.
+// consumer at a time: while another consumer is attached (another
+// process's that is alive, or this process's, through this handle or
+// another of the same queue), Consumer returns an error matching ErrInUse;
+// a dead one's place is taken, and its messages received but not released
+// are delivered again.
 func (q *Queue) Consumer() (c *Consumer, err error) {
 	if !q.use() {
 		return nil, q.closedErr("attach consumer")
@@ -847,13 +849,14 @@ func (q *Queue) Consumer() (c *Consumer, err error) {
 		v := atomic.LoadUint64(q.consumer)
 		switch {
 		case v == self:
-			if q.cons.Load() != nil {
-				return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
-			}
+			// This process's: this handle's, or another handle's of the
+			// same queue (the segment opened twice), which a handle cannot
+			// see; either is attached until closed.
+			return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
 		case v != 0 && owner.Alive(unsafe.Pointer(q.consumer), owner.Token(v)):
 			return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: the consumer is pid %d", ErrInUse, owner.Token(v).PID())}
 		}
-		if v == self || atomic.CompareAndSwapUint64(q.consumer, v, self) {
+		if atomic.CompareAndSwapUint64(q.consumer, v, self) {
 			break
 		}
 	}
