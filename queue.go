@@ -559,6 +559,12 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 				}
 				continue
 			}
+			if t-h > capacity {
+				// Never so for a true tail and head (head is loaded after
+				// t, and tail never gets more than capacity past head).
+				q.giveUp(slot, own)
+				return Claim{}, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d more than the capacity beyond head %d", ErrCorrupt, t, h)}
+			}
 			if t+total-h > capacity {
 				if try {
 					q.giveUp(slot, own)
