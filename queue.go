@@ -642,24 +642,25 @@ func (q *Queue) waitRoom(t, total uint64, dl *deadline) error {
 	}
 }
 
-// getSlot returns a producer slot of this process, free for a claim.
-func (q *Queue) getSlot(dl deadline) (int, error) {
-	if i := q.fast.Swap(-1); i >= 0 {
-		return int(i), nil
-	}
-	q.slotsMu.Lock()
-	if n := len(q.free); n > 0 {
-		i := q.free[n-1]
-		q.free = q.free[:n-1]
-		q.slotsMu.Unlock()
+// getSlot returns a producer slot of this process, free for a claim. When
+// every slot is taken it waits, registered with the queue (Close ends the
+// wait with ErrClosed and waits for it), for one to be given back: by
+// another goroutine of this process, or in the table.
+func (q *Queue) getSlot(dl deadline) (_ int, err error) {
+	if i, ok := q.freeSlot(); ok {
 		return i, nil
 	}
-	q.slotsMu.Unlock()
 	// Take a slot in the segment: a free one, else one whose process died
 	// and left no claim in the ring (its last claim was consumed, or what
 	// the slot holds is a candidate that never became a claim).
 	self := uint64(owner.Self())
-	for try := 0; ; try++ {
+	registered := false
+	defer func() {
+		if registered {
+			q.done()
+		}
+	}()
+	for {
 		for i := 0; i < q.nsl; i++ {
 			tok := q.slotWord(i, 0)
 			if atomic.CompareAndSwapUint64(tok, 0, self) {
@@ -692,11 +693,38 @@ func (q *Queue) getSlot(dl deadline) (int, error) {
 				return i, nil
 			}
 		}
+		if !registered {
+			if !q.use() {
+				return 0, q.closedErr("claim")
+			}
+			registered = true
+		}
+		if q.stop.Load() {
+			return 0, q.closedErr("claim")
+		}
 		if err := dl.expired(); err != nil {
 			return 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: every producer slot (%d) is in use", err, q.nsl)}
 		}
 		time.Sleep(time.Millisecond)
+		if i, ok := q.freeSlot(); ok {
+			return i, nil
+		}
 	}
+}
+
+// freeSlot takes a free slot of this process's, if it has one.
+func (q *Queue) freeSlot() (int, bool) {
+	if i := q.fast.Swap(-1); i >= 0 {
+		return int(i), true
+	}
+	q.slotsMu.Lock()
+	defer q.slotsMu.Unlock()
+	if n := len(q.free); n > 0 {
+		i := q.free[n-1]
+		q.free = q.free[:n-1]
+		return i, true
+	}
+	return 0, false
 }
 
 // took makes slot i, just taken in the table, this process's. What the
@@ -1299,8 +1327,10 @@ func (q *Queue) Stats() (st QueueStats, err error) {
 }
 
 // Close detaches this process's handle: its consumer, if attached, and its
-// producer slots (free ones) go back to the queue. Calls in progress finish
-// first. A Queue of a managed segment is closed with it.
+// producer slots go back to the queue. Calls in progress finish first.
+// Claims not committed are given up (the consumer skips them; their Commit
+// fails with ErrClosed), and Producers stop working. A Queue of a managed
+// segment is closed with it.
 func (q *Queue) Close() error {
 	if q.stop.Swap(true) {
 		return nil
