@@ -418,6 +418,9 @@ func (c Claim) finish(state uint64) (err error) {
 	if q == nil {
 		return fmt.Errorf("%w: the zero Claim", ErrRange)
 	}
+	if q.stop.Load() {
+		return q.closedErr("commit") // given up by Close; the memory may be gone
+	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
 	// Committed (or aborted) already: its commit word says so until the
 	// consumer releases it; after that, head is past it, and its place
@@ -1350,21 +1353,19 @@ func (q *Queue) Close() error {
 		if c := q.cons.Swap(nil); c != nil {
 			atomic.CompareAndSwapUint64(q.consumer, c.token, 0)
 		}
+		// Every slot goes back, those of claims in progress and of
+		// Producers too: none of them can be used any more, and one left
+		// with this process's token would be waited for as long as the
+		// process lives (it may open the segment again).
 		self := uint64(owner.Self())
 		q.slotsMu.Lock()
 		defer q.slotsMu.Unlock()
-		free := map[int]bool{}
-		for _, i := range q.free {
-			free[i] = true
-		}
-		if i := q.fast.Swap(-1); i >= 0 {
-			free[int(i)] = true
-		}
+		q.fast.Store(-1)
+		q.free = nil
 		for _, i := range q.owned {
-			if free[i] {
-				atomic.CompareAndSwapUint64(q.slotWord(i, 0), self, 0)
-			}
+			atomic.CompareAndSwapUint64(q.slotWord(i, 0), self, 0)
 		}
+		q.owned = nil
 		return nil
 	})
 }
