@@ -125,6 +125,8 @@ type Queue struct {
 	headCache atomic.Uint64 // a recent head, for producers
 	cons      atomic.Pointer[Consumer]
 
+	errEmpty, errFull atomic.Pointer[Error] // the Try forms' answers, made once
+
 	users atomic.Int64 // calls in progress
 	stop  atomic.Bool  // closed: calls fail, waits end
 	mng   *Managed     // the managed segment it belongs to, if any
@@ -361,6 +363,18 @@ func (q *Queue) leave(err *error, old bool) {
 	}
 }
 
+// pollErr returns the error of a Try form that found nothing to do (no
+// message, no room): the common answer of a polling loop, so it is made
+// once per queue and kind, and polling allocates nothing.
+func (q *Queue) pollErr(p *atomic.Pointer[Error], op string, err error) error {
+	if e := p.Load(); e != nil {
+		return e
+	}
+	e := &Error{Op: op, Name: q.name(), Err: err}
+	p.Store(e)
+	return e
+}
+
 func (q *Queue) closedErr(op string) error {
 	return &Error{Op: op, Name: q.name(), Err: ErrClosed}
 }
@@ -571,7 +585,7 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 			if t+total-h > capacity {
 				if try {
 					q.giveUp(slot, own)
-					return Claim{}, &Error{Op: "claim", Name: q.name(), Err: ErrFull}
+					return Claim{}, q.pollErr(&q.errFull, "claim", ErrFull)
 				}
 				if err := q.waitRoom(t, total, &dl); err != nil {
 					q.giveUp(slot, own)
@@ -1037,7 +1051,7 @@ func (c *Consumer) receive(dl deadline, try bool) (m Message, err error) {
 	case !wait:
 		return m, nil
 	case try:
-		return Message{}, &Error{Op: "receive", Name: q.name(), Err: ErrEmpty}
+		return Message{}, q.pollErr(&q.errEmpty, "receive", ErrEmpty)
 	}
 	return c.wait(dl)
 }
