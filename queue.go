@@ -72,8 +72,8 @@ import (
 // tail; if the record would not fit before the end of the ring, the claim
 // covers a padding record to the end too; if tail + claim - head exceeds
 // the capacity, the queue is full. It stores (start, total) in its slot,
-// then CASes tail from start to start+total (retrying from the top when the
-// CAS fails): the claim is its. It writes the padding record, if any, fills
+// then CASes tail from start to start+total (when the CAS fails, it clears
+// total and tries again from the top): the claim is its. It writes the padding record, if any, fills
 // the payload, and commits: hd, then hc. All are atomic stores, in order, so
 // that whoever sees hc sees hd and the payload. After the commit it loads
 // cwake, and wakes the consumer if bit 0 was set.
@@ -85,8 +85,10 @@ import (
 // candidate claim in its slot before the CAS that makes it its own: if a
 // live producer's slot covers r the consumer waits (and, after a liveness
 // slice, asks again whether it lives); if only dead ones do, it skips to
-// the end of the dead claim (the one whose end is the start of what
-// follows: tail, a written record, or another slot's claim), counting it.
+// the end of the dead claim (the nearest end of a dead slot's claim that
+// is the start of what follows: tail, a written record, or another slot's
+// claim), counting it. A slot is taken over from a dead process only when
+// it holds no claim in the ring (it ends at or before head, or past tail).
 // Release stores head past the released record; then, if pwake's bit 0 was
 // set, it clears it and wakes every producer.
 //
@@ -123,7 +125,7 @@ type Queue struct {
 	headCache atomic.Uint64 // a recent head, for producers
 	cons      atomic.Pointer[Consumer]
 
-	errFull, errEmpty atomic.Pointer[Error] // see fullErr
+	errEmpty, errFull atomic.Pointer[Error] // the Try forms' answers, made once
 
 	users atomic.Int64 // calls in progress
 	stop  atomic.Bool  // closed: calls fail, waits end
@@ -200,12 +202,14 @@ func FormatQueue(b []byte, capacity, maxMessage, producers int) (*Queue, error) 
 	ne.PutUint32(b[12:], uint32(log2(uint64(capacity))))
 	ne.PutUint32(b[16:], uint32(maxMessage))
 	ne.PutUint32(b[20:], uint32(producers))
-	// A header counts only with a state a producer writes (see written),
-	// so a ring of zeros (or of anything without a state) is empty; clear
-	// the headers' states in case the memory held other data.
+	// A record counts as written only when its commit word holds its
+	// position (see written), so a ring of zeros is empty. The memory may
+	// have held other data, or a queue (whose first lap's commit words are
+	// this lap's): clear every header, the commit words above all.
 	ring := b[qOffSlots+producers*qSlotSize : need]
 	for i := 0; i < len(ring); i += qRecHeader {
 		ne.PutUint64(ring[i:], 0)
+		ne.PutUint64(ring[i+8:], 0)
 	}
 	copy(b[0:8], queueMagic) // last: an attacher checks it
 	return AttachQueue(b)
@@ -293,12 +297,14 @@ func (q *Queue) slotWord(i, w int) *uint64 {
 }
 
 // The header words of the record at position pos: hd (length, state,
-// slot) and hc (the commit word: the position, tagged).
+// slot) and hc (the commit word: the position, tagged). Positions are
+// multiples of 16; one that is not (a damaged word) is checked for before
+// it gets here, and in any case addresses a header inside the ring.
 func (q *Queue) hd(pos uint64) *uint64 {
-	return (*uint64)(unsafe.Pointer(&q.ring[pos&q.mask]))
+	return (*uint64)(unsafe.Pointer(&q.ring[pos&q.mask&^15]))
 }
 func (q *Queue) hc(pos uint64) *uint64 {
-	return (*uint64)(unsafe.Pointer(&q.ring[pos&q.mask+8]))
+	return (*uint64)(unsafe.Pointer(&q.ring[pos&q.mask&^15+8]))
 }
 
 // qTag is mixed into commit words, so that the bytes of an older payload
@@ -357,23 +363,15 @@ func (q *Queue) leave(err *error, old bool) {
 	}
 }
 
-// fullErr and emptyErr are the errors of the Try forms, made once: a
-// producer or consumer that polls must not allocate.
-func (q *Queue) fullErr() error {
-	if e := q.errFull.Load(); e != nil {
+// pollErr returns the error of a Try form that found nothing to do (no
+// message, no room): the common answer of a polling loop, so it is made
+// once per queue and kind, and polling allocates nothing.
+func (q *Queue) pollErr(p *atomic.Pointer[Error], op string, err error) error {
+	if e := p.Load(); e != nil {
 		return e
 	}
-	e := &Error{Op: "claim", Name: q.name(), Err: ErrFull}
-	q.errFull.Store(e)
-	return e
-}
-
-func (q *Queue) emptyErr() error {
-	if e := q.errEmpty.Load(); e != nil {
-		return e
-	}
-	e := &Error{Op: "receive", Name: q.name(), Err: ErrEmpty}
-	q.errEmpty.Store(e)
+	e := &Error{Op: op, Name: q.name(), Err: err}
+	p.Store(e)
 	return e
 }
 
@@ -434,11 +432,14 @@ func (c Claim) finish(state uint64) (err error) {
 	if q == nil {
 		return fmt.Errorf("%w: the zero Claim", ErrRange)
 	}
+	if q.stop.Load() {
+		return q.closedErr("commit") // given up by Close; the memory may be gone
+	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	// A claim not finished yet lies between head and tail, unwritten. One
-	// finished already is written, or consumed (below head: its place in
-	// the ring may be another claim's by now).
-	if c.pos < atomic.LoadUint64(q.head) || q.written(c.pos) {
+	// Committed (or aborted) already: its commit word says so until the
+	// consumer releases it; after that, head is past it, and its place
+	// may hold another lap's record.
+	if q.written(c.pos) || atomic.LoadUint64(q.head) > c.pos {
 		return &Error{Op: "commit", Name: q.name(), Err: fmt.Errorf("%w: the claim at %d is committed or aborted already", ErrRange, c.pos)}
 	}
 	// The length, state and slot first, then the commit word: whoever
@@ -561,6 +562,10 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 	start, total, rec := uint64(0), uint64(0), uint64(0)
 	for {
 		t := atomic.LoadUint64(q.tail)
+		if t&15 != 0 {
+			q.giveUp(slot, own)
+			return Claim{}, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d is not a record boundary", ErrCorrupt, t)}
+		}
 		toEnd := capacity - t&q.mask
 		total, rec = need, t
 		if need > toEnd {
@@ -578,10 +583,16 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 				}
 				continue
 			}
+			if t-h > capacity {
+				// Never so for a true tail and head (head is loaded after
+				// t, and tail never gets more than capacity past head).
+				q.giveUp(slot, own)
+				return Claim{}, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d more than the capacity beyond head %d", ErrCorrupt, t, h)}
+			}
 			if t+total-h > capacity {
 				if try {
 					q.giveUp(slot, own)
-					return Claim{}, q.fullErr()
+					return Claim{}, q.pollErr(&q.errFull, "claim", ErrFull)
 				}
 				if err := q.waitRoom(t, total, &dl); err != nil {
 					q.giveUp(slot, own)
@@ -600,6 +611,11 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 			start = t
 			break
 		}
+		// Not ours: take the candidate back at once. Left there, it would
+		// cover the claim of the producer that won (a live producer's
+		// candidate over a dead one's claim: the consumer would wait for
+		// the live one, which may be waiting for room itself).
+		atomic.StoreUint64(q.slotWord(slot, 2), 0)
 	}
 	if rec != start {
 		atomic.StoreUint64(q.hd(start), recHeader(rec-start-qRecHeader, recPadding, slot))
@@ -651,56 +667,99 @@ func (q *Queue) waitRoom(t, total uint64, dl *deadline) error {
 }
 
 // getSlot returns a producer slot of this process, free for a claim. When
-// every slot is taken it waits for one, or fails with full if not nil.
-func (q *Queue) getSlot(dl deadline, full error) (int, error) {
-	if i := q.fast.Swap(-1); i >= 0 {
-		return int(i), nil
-	}
-	q.slotsMu.Lock()
-	if n := len(q.free); n > 0 {
-		i := q.free[n-1]
-		q.free = q.free[:n-1]
-		q.slotsMu.Unlock()
+// every slot is taken it waits, registered with the queue (Close ends the
+// wait with ErrClosed and waits for it), for one to be given back: by
+// another goroutine of this process, or in the table; or, if full is not
+// nil, it fails at once with full.
+func (q *Queue) getSlot(dl deadline, full error) (_ int, err error) {
+	if i, ok := q.freeSlot(); ok {
 		return i, nil
 	}
-	q.slotsMu.Unlock()
 	// Take a slot in the segment: a free one, else one whose process died
-	// after its last claim was consumed.
+	// and left no claim in the ring (its last claim was consumed, or what
+	// the slot holds is a candidate that never became a claim).
 	self := uint64(owner.Self())
-	for try := 0; ; try++ {
+	registered := false
+	defer func() {
+		if registered {
+			q.done()
+		}
+	}()
+	for {
 		for i := 0; i < q.nsl; i++ {
 			tok := q.slotWord(i, 0)
 			if atomic.CompareAndSwapUint64(tok, 0, self) {
-				q.own(i)
+				q.took(i)
 				return i, nil
 			}
 		}
-		head := atomic.LoadUint64(q.head)
+		head, tail := atomic.LoadUint64(q.head), atomic.LoadUint64(q.tail)
 		for i := 0; i < q.nsl; i++ {
 			tok := q.slotWord(i, 0)
 			v := atomic.LoadUint64(tok)
 			if v == 0 || v == self {
 				continue
 			}
-			end := atomic.LoadUint64(q.slotWord(i, 1)) + atomic.LoadUint64(q.slotWord(i, 2))
-			if end <= head && !owner.Alive(unsafe.Pointer(tok), owner.Token(v)) &&
-				atomic.CompareAndSwapUint64(tok, v, self) {
-				q.own(i)
+			total := atomic.LoadUint64(q.slotWord(i, 2))
+			end := atomic.LoadUint64(q.slotWord(i, 1)) + total
+			if total != 0 && end > head && end <= tail {
+				continue // maybe a claim in the ring, not consumed yet
+			}
+			if owner.Alive(unsafe.Pointer(tok), owner.Token(v)) {
+				continue
+			}
+			// Dead, so it makes no claim any more: a candidate that ends
+			// past tail now never became one (tail only grows).
+			if total != 0 && end > head && end <= atomic.LoadUint64(q.tail) {
+				continue
+			}
+			if atomic.CompareAndSwapUint64(tok, v, self) {
+				q.took(i)
 				return i, nil
 			}
 		}
-		err := dl.expired()
 		if full != nil {
-			err = full
+			return 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: every producer slot (%d) is in use", full, q.nsl)}
 		}
-		if err != nil {
+		if !registered {
+			if !q.use() {
+				return 0, q.closedErr("claim")
+			}
+			registered = true
+		}
+		if q.stop.Load() {
+			return 0, q.closedErr("claim")
+		}
+		if err := dl.expired(); err != nil {
 			return 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: every producer slot (%d) is in use", err, q.nsl)}
 		}
 		time.Sleep(time.Millisecond)
+		if i, ok := q.freeSlot(); ok {
+			return i, nil
+		}
 	}
 }
 
-func (q *Queue) own(i int) {
+// freeSlot takes a free slot of this process's, if it has one.
+func (q *Queue) freeSlot() (int, bool) {
+	if i := q.fast.Swap(-1); i >= 0 {
+		return int(i), true
+	}
+	q.slotsMu.Lock()
+	defer q.slotsMu.Unlock()
+	if n := len(q.free); n > 0 {
+		i := q.free[n-1]
+		q.free = q.free[:n-1]
+		return i, true
+	}
+	return 0, false
+}
+
+// took makes slot i, just taken in the table, this process's. What the
+// slot says about a claim is the previous holder's, and would be taken for
+// this live process's: it is cleared first.
+func (q *Queue) took(i int) {
+	atomic.StoreUint64(q.slotWord(i, 2), 0)
 	q.slotsMu.Lock()
 	q.owned = append(q.owned, i)
 	q.slotsMu.Unlock()
@@ -811,6 +870,7 @@ type Consumer struct {
 	q        *Queue
 	read     uint64 // next record to read
 	released uint64 // head as this consumer last stored it
+	taken    uint64 // the end of the last message received (past released: messages are held)
 	token    uint64
 	watch    ownerWatch
 }
@@ -837,9 +897,11 @@ func (m Message) Bytes() []byte {
 func (m Message) end() uint64 { return m.pos + align16(qRecHeader+uint64(m.n)) }
 
 // Consumer attaches this process as the queue's consumer. A queue has one
-// consumer at a time: while another process's consumer is attached and
-// alive, Consumer returns an error matching ErrInUse; a dead one's place is
-// taken, and its messages received but not released are delivered again.
+// consumer at a time: while another consumer is attached (another
+// process's that is alive, or this process's, through this handle or
+// another of the same queue), Consumer returns an error matching ErrInUse;
+// a dead one's place is taken, and its messages received but not released
+// are delivered again.
 func (q *Queue) Consumer() (c *Consumer, err error) {
 	if !q.use() {
 		return nil, q.closedErr("attach consumer")
@@ -850,18 +912,19 @@ func (q *Queue) Consumer() (c *Consumer, err error) {
 		v := atomic.LoadUint64(q.consumer)
 		switch {
 		case v == self:
-			if q.cons.Load() != nil {
-				return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
-			}
+			// This process's: this handle's, or another handle's of the
+			// same queue (the segment opened twice), which a handle cannot
+			// see; either is attached until closed.
+			return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
 		case v != 0 && owner.Alive(unsafe.Pointer(q.consumer), owner.Token(v)):
 			return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: the consumer is pid %d", ErrInUse, owner.Token(v).PID())}
 		}
-		if v == self || atomic.CompareAndSwapUint64(q.consumer, v, self) {
+		if atomic.CompareAndSwapUint64(q.consumer, v, self) {
 			break
 		}
 	}
 	h := atomic.LoadUint64(q.head)
-	c = &Consumer{q: q, read: h, released: h, token: self}
+	c = &Consumer{q: q, read: h, released: h, taken: h, token: self}
 	if !q.cons.CompareAndSwap(nil, c) {
 		return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
 	}
@@ -907,11 +970,16 @@ func (c *Consumer) TryReceive() (Message, error) { return c.receive(noDeadline()
 
 // Release releases m and every message received before it: their space
 // goes back to the producers, and their Bytes must not be used any more.
-// Releasing a message not received, or released already, is an error.
+// Releasing a message not received, or released already, is an error, and
+// so is a Release by a consumer closed since (the next consumer gets its
+// messages again).
 func (c *Consumer) Release(m Message) (err error) {
 	q := c.q
 	if m.q != q {
 		return &Error{Op: "release", Name: q.name(), Err: fmt.Errorf("%w: not a message of this queue", ErrRange)}
+	}
+	if q.cons.Load() != c {
+		return &Error{Op: "release", Name: q.name(), Err: fmt.Errorf("%w: consumer detached", ErrClosed)}
 	}
 	end := m.end()
 	if end > c.read || end <= c.released {
@@ -925,6 +993,11 @@ func (c *Consumer) Release(m Message) (err error) {
 		return q.closedErr("release")
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
+	if end == c.taken {
+		// Every message received is released: what the consumer skipped
+		// since the last one (padding, aborted or dead claims) goes too.
+		end = c.read
+	}
 	c.released = end
 	atomic.StoreUint64(q.head, end)
 	q.wakeProducers()
@@ -953,12 +1026,13 @@ func (c *Consumer) CopyContext(ctx context.Context, buf []byte) (int, error) {
 func (c *Consumer) TryCopy(buf []byte) (int, error) { return c.copyInto(buf, noDeadline(), true) }
 
 func (c *Consumer) copyInto(buf []byte, dl deadline, try bool) (int, error) {
+	taken := c.taken
 	m, err := c.receive(dl, try)
 	if err != nil {
 		return 0, err
 	}
 	if int(m.n) > len(buf) {
-		c.read = m.pos // not taken: it stays the next message
+		c.read, c.taken = m.pos, taken // not taken: it stays the next message
 		return int(m.n), &Error{Op: "receive", Name: c.q.name(), Err: fmt.Errorf("%w: the message has %d bytes, the buffer %d", ErrTooLarge, m.n, len(buf))}
 	}
 	n, err := c.copyOut(buf, m)
@@ -989,7 +1063,7 @@ func (c *Consumer) receive(dl deadline, try bool) (m Message, err error) {
 	case !wait:
 		return m, nil
 	case try:
-		return Message{}, q.emptyErr()
+		return Message{}, q.pollErr(&q.errEmpty, "receive", ErrEmpty)
 	}
 	return c.wait(dl)
 }
@@ -1069,7 +1143,7 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 		if pos == tail {
 			return Message{}, true, nil
 		}
-		if tail < pos || tail-c.released > capacity {
+		if tail < pos || tail-c.released > capacity || pos&15 != 0 {
 			return Message{}, false, fmt.Errorf("%w: tail %d, head %d, read %d", ErrCorrupt, tail, c.released, pos)
 		}
 		if !q.written(pos) {
@@ -1091,6 +1165,7 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.read = pos + size
+			c.taken = c.read
 			c.watch.who = 0
 			return Message{q: q, pos: pos, n: uint32(n)}, false, nil
 		case recPadding:
@@ -1111,9 +1186,9 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 
 // skipTo moves the consumer past records that are not messages; when no
 // message is held (all received ones released) their space is released at
-// once.
+// once, else with the last message held (Release).
 func (c *Consumer) skipTo(pos uint64) {
-	held := c.read != c.released
+	held := c.taken > c.released
 	c.read = pos
 	c.watch.who = 0
 	if !held {
@@ -1169,16 +1244,24 @@ func (c *Consumer) gap(pos, tail uint64) (skip uint64, wait bool) {
 		}
 	}
 	// Only dead claims cover pos. A dead producer's slot may hold a claim
-	// it made, or a candidate whose CAS failed: the claim is the one that
-	// ends where what follows starts (tail, a committed record, or
-	// another slot's claim).
+	// it made, or a candidate it never made its own (killed before its CAS,
+	// or after a failed one): the claim ends where what follows starts
+	// (tail, a written record, or another slot's claim). A candidate may
+	// end on such a place too, further on, past records that are not its
+	// own; no place inside the claim is one. So the claim's end is the
+	// nearest of them.
+	best := uint64(0)
 	for i := 0; i < q.nsl; i++ {
 		tok := atomic.LoadUint64(q.slotWord(i, 0))
 		start := atomic.LoadUint64(q.slotWord(i, 1))
 		e := start + atomic.LoadUint64(q.slotWord(i, 2))
-		if tok != 0 && pos >= start && pos < e && (e == tail || e < tail && (q.written(e) || q.slotStarts(e))) {
-			return e, false
+		if tok != 0 && pos >= start && pos < e && e&15 == 0 && (best == 0 || e < best) &&
+			(e == tail || e < tail && (q.written(e) || q.slotStarts(e))) {
+			best = e
 		}
+	}
+	if best != 0 {
+		return best, false
 	}
 	return c.nextStart(pos, tail), false
 }
@@ -1237,7 +1320,7 @@ func (q *Queue) Stats() (st QueueStats, err error) {
 	if st.Tail >= st.Head && st.Tail-st.Head <= uint64(len(q.ring)) {
 		st.InFlight = int(st.Tail - st.Head)
 		for p := st.Head; p < st.Tail; {
-			if !q.written(p) {
+			if p&15 != 0 || !q.written(p) {
 				break
 			}
 			h := atomic.LoadUint64(q.hd(p))
@@ -1273,8 +1356,10 @@ func (q *Queue) Stats() (st QueueStats, err error) {
 }
 
 // Close detaches this process's handle: its consumer, if attached, and its
-// producer slots (free ones) go back to the queue. Calls in progress finish
-// first. A Queue of a managed segment is closed with it.
+// producer slots go back to the queue. Calls in progress finish first.
+// Claims not committed are given up (the consumer skips them; their Commit
+// fails with ErrClosed), and Producers stop working. A Queue of a managed
+// segment is closed with it.
 func (q *Queue) Close() error {
 	if q.stop.Swap(true) {
 		return nil
@@ -1294,21 +1379,19 @@ func (q *Queue) Close() error {
 		if c := q.cons.Swap(nil); c != nil {
 			atomic.CompareAndSwapUint64(q.consumer, c.token, 0)
 		}
+		// Every slot goes back, those of claims in progress and of
+		// Producers too: none of them can be used any more, and one left
+		// with this process's token would be waited for as long as the
+		// process lives (it may open the segment again).
 		self := uint64(owner.Self())
 		q.slotsMu.Lock()
 		defer q.slotsMu.Unlock()
-		free := map[int]bool{}
-		for _, i := range q.free {
-			free[i] = true
-		}
-		if i := q.fast.Swap(-1); i >= 0 {
-			free[int(i)] = true
-		}
+		q.fast.Store(-1)
+		q.free = nil
 		for _, i := range q.owned {
-			if free[i] {
-				atomic.CompareAndSwapUint64(q.slotWord(i, 0), self, 0)
-			}
+			atomic.CompareAndSwapUint64(q.slotWord(i, 0), self, 0)
 		}
+		q.owned = nil
 		return nil
 	})
 }
