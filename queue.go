@@ -773,8 +773,11 @@ type Consumer struct {
 	q        *Queue
 	read     uint64 // next record to read
 	released uint64 // head as this consumer last stored it
+	tail     uint64 // tail as this consumer last loaded it (see next)
 	token    uint64
 	watch    ownerWatch
+	pend     uint64 // the unwritten record next has been waiting for, polls times
+	polls    int
 }
 
 // Message is a message received from a queue, in place: Bytes is valid
@@ -823,7 +826,7 @@ func (q *Queue) Consumer() (c *Consumer, err error) {
 		}
 	}
 	h := atomic.LoadUint64(q.head)
-	c = &Consumer{q: q, read: h, released: h, token: self}
+	c = &Consumer{q: q, read: h, released: h, tail: h, token: self}
 	if !q.cons.CompareAndSwap(nil, c) {
 		return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
 	}
@@ -944,7 +947,7 @@ func (c *Consumer) receive(dl deadline, try bool) (m Message, err error) {
 		return Message{}, q.closedErr("receive")
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	m, wait, err := c.next()
+	m, wait, err := c.next(false)
 	switch {
 	case err != nil:
 		return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
@@ -968,7 +971,7 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 	defer func() { w.stop() }()
 	spins := -1
 	for {
-		m, wait, err := c.next()
+		m, wait, err := c.next(false)
 		if err != nil {
 			return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
 		}
@@ -995,8 +998,9 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 			}
 			v |= 1
 		}
-		// Look again, now that a producer committing will see the bit.
-		if m, wait, err := c.next(); err != nil || !wait {
+		// Look again, now that a producer committing will see the bit, and
+		// into a claim in progress, whose producer may be dead.
+		if m, wait, err := c.next(true); err != nil || !wait {
 			if err != nil {
 				return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
 			}
@@ -1011,7 +1015,7 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 		}
 		if err := dl.sleep(q.cwake, v, slice); err != nil {
 			// A last look: a message that came in the meantime is taken.
-			if m, wait, err2 := c.next(); err2 == nil && !wait {
+			if m, wait, err2 := c.next(false); err2 == nil && !wait {
 				return m, nil
 			}
 			return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
@@ -1022,19 +1026,36 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 // next looks at the record at the consumer's position, skipping what is
 // not a message: it returns the next message, or wait if there is none to
 // return now.
-func (c *Consumer) next() (m Message, wait bool, err error) {
+//
+// It loads tail only when it reaches the tail it loaded last (tail only
+// grows), or to check a record against it: a consumer behind its producers
+// then leaves the word they CAS alone. A record not written yet at r <
+// tail is looked into (gap: is its producer dead?) at once if scan is set,
+// else only after next has found it unwritten gapPolls times: a live
+// producer commits within a few polls, and the look reads every producer
+// slot, lines the producers write.
+func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 	q := c.q
 	capacity := uint64(len(q.ring))
 	for {
 		pos := c.read
-		tail := atomic.LoadUint64(q.tail)
-		if pos == tail {
-			return Message{}, true, nil
+		tail := c.tail
+		if pos >= tail {
+			tail = atomic.LoadUint64(q.tail)
+			c.tail = tail
+			if pos == tail {
+				return Message{}, true, nil
+			}
 		}
 		if tail < pos || tail-c.released > capacity {
 			return Message{}, false, fmt.Errorf("%w: tail %d, head %d, read %d", ErrCorrupt, tail, c.released, pos)
 		}
 		if !q.written(pos) {
+			if !scan && c.postpone(pos) {
+				return Message{}, true, nil
+			}
+			tail = atomic.LoadUint64(q.tail)
+			c.tail = tail
 			skip, wait := c.gap(pos, tail)
 			if wait {
 				return Message{}, true, nil
@@ -1049,19 +1070,19 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 		idx := pos & q.mask
 		switch recState(h) {
 		case recCommitted:
-			if n > uint64(q.max) || idx+size > capacity || pos+size > tail {
+			if n > uint64(q.max) || idx+size > capacity || !c.reaches(pos+size) {
 				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.read = pos + size
 			c.watch.who = 0
 			return Message{q: q, pos: pos, n: uint32(n)}, false, nil
 		case recPadding:
-			if idx+qRecHeader+n != capacity || pos+capacity-idx > tail {
+			if idx+qRecHeader+n != capacity || !c.reaches(pos+capacity-idx) {
 				return Message{}, false, fmt.Errorf("%w: padding at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.skipTo(pos + capacity - idx)
 		case recAborted:
-			if n > uint64(q.max) || idx+size > capacity || pos+size > tail {
+			if n > uint64(q.max) || idx+size > capacity || !c.reaches(pos+size) {
 				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.skipTo(pos + size)
@@ -1069,6 +1090,30 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 			return Message{}, false, fmt.Errorf("%w: record at %d in state %d", ErrCorrupt, pos, recState(h))
 		}
 	}
+}
+
+// gapPolls is how many times next finds a record unwritten before it looks
+// into it (see next).
+const gapPolls = 128
+
+// postpone counts a poll that found the record at pos unwritten and
+// reports whether it is too early to look into it.
+func (c *Consumer) postpone(pos uint64) bool {
+	if c.pend != pos {
+		c.pend, c.polls = pos, 0
+	}
+	c.polls++
+	return c.polls <= gapPolls
+}
+
+// reaches reports whether tail has reached end, loading it again if the
+// tail last loaded has not.
+func (c *Consumer) reaches(end uint64) bool {
+	if end <= c.tail {
+		return true
+	}
+	c.tail = atomic.LoadUint64(c.q.tail)
+	return end <= c.tail
 }
 
 // skipTo moves the consumer past records that are not messages; when no
