@@ -48,10 +48,40 @@ type namedRun struct {
 // alternation, keep a burst of load from elsewhere from tipping the ratio.
 func compare(b *testing.B, n int, subject sampler, baselines ...namedRun) []time.Duration {
 	b.Helper()
+	st, ratios := compareRatios(n, subject, baselines...)
+	for i := range ratios {
+		b.ReportMetric(ratios[i], "x-"+baselines[i].name)
+	}
+	return st
+}
+
+// compareRatios is compare without the reporting: it returns subject's
+// samples and the ratio of its median to each baseline's (nil, nil when n
+// is too small to mean anything).
+func compareRatios(n int, subject sampler, baselines ...namedRun) ([]time.Duration, []float64) {
+	return compareWithin(n, 0, subject, baselines...)
+}
+
+// compareWithin is compareRatios in about budget (0: no limit): chunks
+// of fewer than n/ratioRounds iterations (200 at least) when the sides,
+// timed on a first chunk of 200, would take longer than that.
+func compareWithin(n int, budget time.Duration, subject sampler, baselines ...namedRun) ([]time.Duration, []float64) {
 	if n < 1000 {
-		return nil // the framework's warm-up runs: too short to mean anything
+		return nil, nil // the framework's warm-up runs: too short to mean anything
 	}
 	chunk := max(n/ratioRounds, 200)
+	if budget > 0 {
+		const first = 200
+		var per time.Duration // an iteration of every side
+		for _, run := range append([]sampler{subject}, runs(baselines)...) {
+			for _, t := range run(first) {
+				per += t / first
+			}
+		}
+		if per > 0 {
+			chunk = max(min(chunk, int(budget/ratioRounds/per)), 200)
+		}
+	}
 	var st []time.Duration
 	bt := make([][]time.Duration, len(baselines))
 	for r := 0; r < ratioRounds; r++ {
@@ -60,10 +90,19 @@ func compare(b *testing.B, n int, subject sampler, baselines ...namedRun) []time
 			bt[i] = append(bt[i], base.run(chunk)...)
 		}
 	}
-	for i, base := range baselines {
-		b.ReportMetric(float64(bench.Median(st))/float64(bench.Median(bt[i])), "x-"+base.name)
+	ratios := make([]float64, len(baselines))
+	for i := range baselines {
+		ratios[i] = float64(bench.Median(st)) / float64(bench.Median(bt[i]))
 	}
-	return st
+	return st, ratios
+}
+
+func runs(ns []namedRun) []sampler {
+	var s []sampler
+	for _, n := range ns {
+		s = append(s, n.run)
+	}
+	return s
 }
 
 // opsSample is how many operations one sample of an uncontended loop times.
@@ -178,8 +217,16 @@ const sampleBatch = 8
 
 // runner is a sampler of round trips in mode.
 func runner(tb testing.TB, p *bench.Peer, name string, mode bench.Mode, spin int) namedRun {
+	return jobRunner(tb, p, name, bench.Job{Mode: mode, Spin: spin})
+}
+
+// jobRunner is a sampler of round trips of a Job (its N set by the
+// sampler).
+func jobRunner(tb testing.TB, p *bench.Peer, name string, j bench.Job) namedRun {
 	return namedRun{name, func(n int) []time.Duration {
-		ts, _, err := p.Run(mode, spin, n, sampleBatch, make([]time.Duration, 0, n/sampleBatch))
+		j := j
+		j.N = n
+		ts, _, err := p.RunJob(j, sampleBatch, make([]time.Duration, 0, n/sampleBatch))
 		if err != nil {
 			tb.Fatal(err)
 		}

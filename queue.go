@@ -73,10 +73,12 @@ import (
 // covers a padding record to the end too; if tail + claim - head exceeds
 // the capacity, the queue is full. It stores (start, total) in its slot,
 // then CASes tail from start to start+total (when the CAS fails, it clears
-// total and tries again from the top): the claim is its. It writes the padding record, if any, fills
-// the payload, and commits: hd, then hc. All are atomic stores, in order, so
-// that whoever sees hc sees hd and the payload. After the commit it loads
-// cwake, and wakes the consumer if bit 0 was set.
+// total and tries again from the top): the claim is its. It writes the
+// padding record, if any, fills the payload, and commits: hd, then hc, an
+// atomic store, so that whoever sees hc sees hd and the payload. After the
+// commit it loads cwake, and wakes the consumer if bit 0 was set. (Stores
+// that an atomic operation of the producer's publishes, its slot's start
+// and hd, are plain stores on 64-bit machines: see storeOrdered.)
 //
 // Consumer: reads at its own position r, from head up to tail, record by
 // record: a committed record is returned; padding and aborted records are
@@ -440,11 +442,18 @@ func (c Claim) finish(state uint64) (err error) {
 	// consumer releases it; after that, head is past it, and its place
 	// may hold another lap's record.
 	if q.written(c.pos) || atomic.LoadUint64(q.head) > c.pos {
-		return &Error{Op: "commit", Name: q.name(), Err: fmt.Errorf("%w: the claim at %d is committed or aborted already", ErrRange, c.pos)}
+		return c.finishedErr()
 	}
+	return c.publish(state)
+}
+
+// publish commits (or aborts) a claim known to be neither yet, for a
+// caller that guards it.
+func (c Claim) publish(state uint64) error {
+	q := c.q
 	// The length, state and slot first, then the commit word: whoever
 	// sees the commit word (an atomic load) sees them, and the payload.
-	atomic.StoreUint64(q.hd(c.pos), recHeader(uint64(c.n), state, int(c.slot)))
+	storeOrdered(q.hd(c.pos), recHeader(uint64(c.n), state, int(c.slot)))
 	atomic.StoreUint64(q.hc(c.pos), commitWord(c.pos))
 	if state == recAborted {
 		atomic.AddUint64(q.aborted, 1)
@@ -456,31 +465,42 @@ func (c Claim) finish(state uint64) (err error) {
 	return nil
 }
 
+func (c Claim) finishedErr() error {
+	return &Error{Op: "commit", Name: c.q.name(), Err: fmt.Errorf("%w: the claim at %d is committed or aborted already", ErrRange, c.pos)}
+}
+
 // wakeConsumer wakes the consumer if it may be asleep.
 func (q *Queue) wakeConsumer() {
 	if w := atomic.LoadUint32(q.cwake); w&1 != 0 {
-		if atomic.CompareAndSwapUint32(q.cwake, w, (w+2)&^1) {
-			futex.Wake(q.cwake, futex.All)
-		}
+		wake(q.cwake, w)
 	}
 }
 
 // wakeProducers wakes the producers waiting for room, if any may be.
 func (q *Queue) wakeProducers() {
 	if w := atomic.LoadUint32(q.pwake); w&1 != 0 {
-		if atomic.CompareAndSwapUint32(q.pwake, w, (w+2)&^1) {
-			futex.Wake(q.pwake, futex.All)
-		}
+		wake(q.pwake, w)
+	}
+}
+
+// wake wakes the sleepers on a queue's futex word, which held w (bit 0
+// set: some may sleep): it clears the bit and counts a wake-up in the
+// sequence, and the one who does wakes them all. (Out of line, so that
+// the checks above inline into the fast paths.)
+func wake(word *uint32, w uint32) {
+	if atomic.CompareAndSwapUint32(word, w, (w+2)&^1) {
+		futex.Wake(word, futex.All)
 	}
 }
 
 // Claim claims space for a message of n bytes, waiting as long as the
 // queue is full.
-func (q *Queue) Claim(n int) (Claim, error) { return q.claim(n, noDeadline(), false) }
+func (q *Queue) Claim(n int) (Claim, error) { return q.claimIn(n, nil, false, slotPool) }
 
 // ClaimTimeout is Claim waiting at most d (ErrTimeout after that).
 func (q *Queue) ClaimTimeout(n int, d time.Duration) (Claim, error) {
-	return q.claim(n, timeoutDeadline(d), false)
+	dl := timeoutDeadline(d)
+	return q.claimIn(n, &dl, false, slotPool)
 }
 
 // ClaimContext is Claim waiting until ctx is done (ctx.Err() after that).
@@ -488,19 +508,21 @@ func (q *Queue) ClaimContext(ctx context.Context, n int) (Claim, error) {
 	if err := ctx.Err(); err != nil {
 		return Claim{}, err
 	}
-	return q.claim(n, ctxDeadline(ctx), false)
+	dl := ctxDeadline(ctx)
+	return q.claimIn(n, &dl, false, slotPool)
 }
 
 // TryClaim is Claim that does not wait: ErrFull when there is no room.
-func (q *Queue) TryClaim(n int) (Claim, error) { return q.claim(n, noDeadline(), true) }
+func (q *Queue) TryClaim(n int) (Claim, error) { return q.claimIn(n, nil, true, slotPool) }
 
 // Send copies b into the queue as one message, waiting as long as the
 // queue is full.
-func (q *Queue) Send(b []byte) error { return q.send(b, noDeadline(), false) }
+func (q *Queue) Send(b []byte) error { return q.sendIn(b, nil, false, slotPool) }
 
 // SendTimeout is Send waiting at most d.
 func (q *Queue) SendTimeout(b []byte, d time.Duration) error {
-	return q.send(b, timeoutDeadline(d), false)
+	dl := timeoutDeadline(d)
+	return q.sendIn(b, &dl, false, slotPool)
 }
 
 // SendContext is Send waiting until ctx is done.
@@ -508,52 +530,91 @@ func (q *Queue) SendContext(ctx context.Context, b []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return q.send(b, ctxDeadline(ctx), false)
+	dl := ctxDeadline(ctx)
+	return q.sendIn(b, &dl, false, slotPool)
 }
 
 // TrySend is Send that does not wait: ErrFull when there is no room.
-func (q *Queue) TrySend(b []byte) error { return q.send(b, noDeadline(), true) }
+func (q *Queue) TrySend(b []byte) error { return q.sendIn(b, nil, true, slotPool) }
 
-func (q *Queue) send(b []byte, dl deadline, try bool) error {
-	c, err := q.claim(len(b), dl, try)
+// sendIn claims, fills and commits in one guarded call, in slot own (a
+// Producer's, or slotPool: one of the pool's), waiting until dl (nil: no
+// deadline) while the queue is full.
+func (q *Queue) sendIn(b []byte, dl *deadline, try bool, own int) (err error) {
+	if err := q.checkClaim(len(b), own); err != nil {
+		return err
+	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
+	pos, slot, err := q.claimUnguarded(len(b), dl, try, own)
 	if err != nil {
 		return err
 	}
-	if err := q.fill(c, b); err != nil {
-		return err
-	}
-	return c.Commit()
+	c := Claim{q: q, pos: pos, n: uint32(len(b)), slot: int32(slot), own: own >= 0}
+	copy(c.Bytes(), b)
+	return c.publish(recCommitted)
 }
 
-// fill copies b into the claim, turning a fault into an error.
-func (q *Queue) fill(c Claim, b []byte) (err error) {
-	defer catchFault(&err, debug.SetPanicOnFault(true))
-	copy(c.Bytes(), b)
+// checkClaim checks a claim of n bytes in slot own before it touches the
+// queue.
+func (q *Queue) checkClaim(n, own int) error {
+	if n < 0 || n > q.max || own < slotPool || q.stop.Load() {
+		return q.claimErr(n)
+	}
 	return nil
 }
 
-func (q *Queue) claim(n int, dl deadline, try bool) (Claim, error) {
-	return q.claimIn(n, dl, try, -1)
+func (q *Queue) claimErr(n int) error {
+	if n < 0 || n > q.max {
+		return &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, n, q.max)}
+	}
+	return q.closedErr("claim") // the queue, or the Producer (slotClosed)
 }
 
-// claimIn claims in slot own (a Producer's), or in a slot of the pool (own
-// < 0).
-func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err error) {
-	if n < 0 || n > q.max {
-		return Claim{}, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, n, q.max)}
+// The slot of a claim that is not a Producer's: slotPool, one from the
+// queue's pool; slotClosed, a closed Producer's (an error).
+const (
+	slotPool   = -1
+	slotClosed = -2
+)
+
+// claimIn claims in slot own (a Producer's, or slotPool: one of the
+// pool's), waiting until dl (nil: no deadline) while the queue is full.
+// (The deadline goes by pointer, so that the untimed forms, which pass
+// nil, inline, and the Claim comes back through fewer calls.)
+func (q *Queue) claimIn(n int, dl *deadline, try bool, own int) (Claim, error) {
+	pos, slot, err := q.claimGuarded(n, dl, try, own)
+	if err != nil {
+		return Claim{}, err
 	}
-	if q.stop.Load() {
-		return Claim{}, q.closedErr("claim")
+	return Claim{q: q, pos: pos, n: uint32(n), slot: int32(slot), own: own >= 0}, nil
+}
+
+// claimGuarded is claimIn's guarded part: it returns the claim's position
+// and slot. (Scalars rather than a Claim, which a function with a defer
+// would return through memory, at some cost.)
+func (q *Queue) claimGuarded(n int, dl *deadline, try bool, own int) (pos uint64, slot int, err error) {
+	if err := q.checkClaim(n, own); err != nil {
+		return 0, 0, err
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	slot := own
+	return q.claimUnguarded(n, dl, try, own)
+}
+
+// claimUnguarded is claimGuarded after its checks, for a caller that
+// guards it.
+func (q *Queue) claimUnguarded(n int, dl *deadline, try bool, own int) (pos uint64, slot int, err error) {
+	var none deadline
+	if dl == nil {
+		dl = &none
+	}
+	slot = own
 	if own < 0 {
 		var full error
 		if try {
 			full = ErrFull
 		}
-		if slot, err = q.getSlot(dl, full); err != nil {
-			return Claim{}, err
+		if slot, err = q.getSlot(*dl, full); err != nil {
+			return 0, 0, err
 		}
 	}
 
@@ -564,7 +625,7 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 		t := atomic.LoadUint64(q.tail)
 		if t&15 != 0 {
 			q.giveUp(slot, own)
-			return Claim{}, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d is not a record boundary", ErrCorrupt, t)}
+			return 0, 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d is not a record boundary", ErrCorrupt, t)}
 		}
 		toEnd := capacity - t&q.mask
 		total, rec = need, t
@@ -579,7 +640,7 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 				// since. Look again, unless head is beyond tail as it is now.
 				if t2 := atomic.LoadUint64(q.tail); h > t2 {
 					q.giveUp(slot, own)
-					return Claim{}, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: head %d beyond tail %d", ErrCorrupt, h, t2)}
+					return 0, 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: head %d beyond tail %d", ErrCorrupt, h, t2)}
 				}
 				continue
 			}
@@ -587,23 +648,23 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 				// Never so for a true tail and head (head is loaded after
 				// t, and tail never gets more than capacity past head).
 				q.giveUp(slot, own)
-				return Claim{}, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d more than the capacity beyond head %d", ErrCorrupt, t, h)}
+				return 0, 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d more than the capacity beyond head %d", ErrCorrupt, t, h)}
 			}
 			if t+total-h > capacity {
 				if try {
 					q.giveUp(slot, own)
-					return Claim{}, q.pollErr(&q.errFull, "claim", ErrFull)
+					return 0, 0, q.pollErr(&q.errFull, "claim", ErrFull)
 				}
-				if err := q.waitRoom(t, total, &dl); err != nil {
+				if err := q.waitRoom(t, total, dl); err != nil {
 					q.giveUp(slot, own)
-					return Claim{}, &Error{Op: "claim", Name: q.name(), Err: err}
+					return 0, 0, &Error{Op: "claim", Name: q.name(), Err: err}
 				}
 				continue
 			}
 		}
 		// The candidate claim goes in the slot before the CAS that makes it
 		// ours: whoever finds its space unwritten finds whose it is.
-		atomic.StoreUint64(q.slotWord(slot, 1), t)
+		storeOrdered(q.slotWord(slot, 1), t)
 		if tw := q.slotWord(slot, 2); atomic.LoadUint64(tw) != total {
 			atomic.StoreUint64(tw, total)
 		}
@@ -621,7 +682,7 @@ func (q *Queue) claimIn(n int, dl deadline, try bool, own int) (c Claim, err err
 		atomic.StoreUint64(q.hd(start), recHeader(rec-start-qRecHeader, recPadding, slot))
 		atomic.StoreUint64(q.hc(start), commitWord(start))
 	}
-	return Claim{q: q, pos: rec, n: uint32(n), slot: int32(slot), own: own >= 0}, nil
+	return rec, slot, nil
 }
 
 // giveUp returns a slot of the pool that a failed claim took.
@@ -803,24 +864,20 @@ func (q *Queue) Producer() (*Producer, error) {
 func (p *Producer) Close() error {
 	if p.slot >= 0 {
 		p.q.putSlot(p.slot)
-		p.slot = -1
+		p.slot = slotClosed
 	}
 	return nil
 }
 
-func (p *Producer) claim(n int, dl deadline, try bool) (Claim, error) {
-	if p.slot < 0 {
-		return Claim{}, p.q.closedErr("claim")
-	}
-	return p.q.claimIn(n, dl, try, p.slot)
-}
+// The Producer's methods claim in its slot (slotClosed once closed).
 
 // Claim is Queue.Claim.
-func (p *Producer) Claim(n int) (Claim, error) { return p.claim(n, noDeadline(), false) }
+func (p *Producer) Claim(n int) (Claim, error) { return p.q.claimIn(n, nil, false, p.slot) }
 
 // ClaimTimeout is Queue.ClaimTimeout.
 func (p *Producer) ClaimTimeout(n int, d time.Duration) (Claim, error) {
-	return p.claim(n, timeoutDeadline(d), false)
+	dl := timeoutDeadline(d)
+	return p.q.claimIn(n, &dl, false, p.slot)
 }
 
 // ClaimContext is Queue.ClaimContext.
@@ -828,18 +885,20 @@ func (p *Producer) ClaimContext(ctx context.Context, n int) (Claim, error) {
 	if err := ctx.Err(); err != nil {
 		return Claim{}, err
 	}
-	return p.claim(n, ctxDeadline(ctx), false)
+	dl := ctxDeadline(ctx)
+	return p.q.claimIn(n, &dl, false, p.slot)
 }
 
 // TryClaim is Queue.TryClaim.
-func (p *Producer) TryClaim(n int) (Claim, error) { return p.claim(n, noDeadline(), true) }
+func (p *Producer) TryClaim(n int) (Claim, error) { return p.q.claimIn(n, nil, true, p.slot) }
 
 // Send is Queue.Send.
-func (p *Producer) Send(b []byte) error { return p.send(b, noDeadline(), false) }
+func (p *Producer) Send(b []byte) error { return p.q.sendIn(b, nil, false, p.slot) }
 
 // SendTimeout is Queue.SendTimeout.
 func (p *Producer) SendTimeout(b []byte, d time.Duration) error {
-	return p.send(b, timeoutDeadline(d), false)
+	dl := timeoutDeadline(d)
+	return p.q.sendIn(b, &dl, false, p.slot)
 }
 
 // SendContext is Queue.SendContext.
@@ -847,22 +906,12 @@ func (p *Producer) SendContext(ctx context.Context, b []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return p.send(b, ctxDeadline(ctx), false)
+	dl := ctxDeadline(ctx)
+	return p.q.sendIn(b, &dl, false, p.slot)
 }
 
 // TrySend is Queue.TrySend.
-func (p *Producer) TrySend(b []byte) error { return p.send(b, noDeadline(), true) }
-
-func (p *Producer) send(b []byte, dl deadline, try bool) error {
-	c, err := p.claim(len(b), dl, try)
-	if err != nil {
-		return err
-	}
-	if err := p.q.fill(c, b); err != nil {
-		return err
-	}
-	return c.Commit()
-}
+func (p *Producer) TrySend(b []byte) error { return p.q.sendIn(b, nil, true, p.slot) }
 
 // Consumer is the consumer side of a Queue, attached with Queue.Consumer.
 // Its methods must not be called concurrently (one consumer, one reader).
@@ -871,8 +920,11 @@ type Consumer struct {
 	read     uint64 // next record to read
 	released uint64 // head as this consumer last stored it
 	taken    uint64 // the end of the last message received (past released: messages are held)
+	tail     uint64 // tail as this consumer last loaded it (see next)
 	token    uint64
 	watch    ownerWatch
+	pend     uint64 // the unwritten record next has been waiting for, polls times
+	polls    int
 }
 
 // Message is a message received from a queue, in place: Bytes is valid
@@ -924,7 +976,7 @@ func (q *Queue) Consumer() (c *Consumer, err error) {
 		}
 	}
 	h := atomic.LoadUint64(q.head)
-	c = &Consumer{q: q, read: h, released: h, taken: h, token: self}
+	c = &Consumer{q: q, read: h, released: h, taken: h, tail: h, token: self}
 	if !q.cons.CompareAndSwap(nil, c) {
 		return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
 	}
@@ -949,11 +1001,12 @@ func (c *Consumer) Close() error {
 }
 
 // Receive returns the next message, waiting as long as the queue is empty.
-func (c *Consumer) Receive() (Message, error) { return c.receive(noDeadline(), false) }
+func (c *Consumer) Receive() (Message, error) { return c.receive(nil, false) }
 
 // ReceiveTimeout is Receive waiting at most d (ErrTimeout after that).
 func (c *Consumer) ReceiveTimeout(d time.Duration) (Message, error) {
-	return c.receive(timeoutDeadline(d), false)
+	dl := timeoutDeadline(d)
+	return c.receive(&dl, false)
 }
 
 // ReceiveContext is Receive waiting until ctx is done.
@@ -961,12 +1014,13 @@ func (c *Consumer) ReceiveContext(ctx context.Context) (Message, error) {
 	if err := ctx.Err(); err != nil {
 		return Message{}, err
 	}
-	return c.receive(ctxDeadline(ctx), false)
+	dl := ctxDeadline(ctx)
+	return c.receive(&dl, false)
 }
 
 // TryReceive is Receive that does not wait: ErrEmpty when no message is
 // ready.
-func (c *Consumer) TryReceive() (Message, error) { return c.receive(noDeadline(), true) }
+func (c *Consumer) TryReceive() (Message, error) { return c.receive(nil, true) }
 
 // Release releases m and every message received before it: their space
 // goes back to the producers, and their Bytes must not be used any more.
@@ -993,25 +1047,31 @@ func (c *Consumer) Release(m Message) (err error) {
 		return q.closedErr("release")
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
+	c.releaseTo(end)
+	return nil
+}
+
+// releaseTo is Release after its checks: end is the released message's.
+func (c *Consumer) releaseTo(end uint64) {
 	if end == c.taken {
 		// Every message received is released: what the consumer skipped
 		// since the last one (padding, aborted or dead claims) goes too.
 		end = c.read
 	}
 	c.released = end
-	atomic.StoreUint64(q.head, end)
-	q.wakeProducers()
-	return nil
+	atomic.StoreUint64(c.q.head, end)
+	c.q.wakeProducers()
 }
 
 // Copy receives the next message into buf, waiting as long as the queue is
 // empty, and releases it: it returns the message's length. A message longer
 // than buf is not taken: the error matches ErrTooLarge and says its length.
-func (c *Consumer) Copy(buf []byte) (int, error) { return c.copyInto(buf, noDeadline(), false) }
+func (c *Consumer) Copy(buf []byte) (int, error) { return c.copyInto(buf, nil, false) }
 
 // CopyTimeout is Copy waiting at most d.
 func (c *Consumer) CopyTimeout(buf []byte, d time.Duration) (int, error) {
-	return c.copyInto(buf, timeoutDeadline(d), false)
+	dl := timeoutDeadline(d)
+	return c.copyInto(buf, &dl, false)
 }
 
 // CopyContext is Copy waiting until ctx is done.
@@ -1019,13 +1079,14 @@ func (c *Consumer) CopyContext(ctx context.Context, buf []byte) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	return c.copyInto(buf, ctxDeadline(ctx), false)
+	dl := ctxDeadline(ctx)
+	return c.copyInto(buf, &dl, false)
 }
 
 // TryCopy is Copy that does not wait: ErrEmpty when no message is ready.
-func (c *Consumer) TryCopy(buf []byte) (int, error) { return c.copyInto(buf, noDeadline(), true) }
+func (c *Consumer) TryCopy(buf []byte) (int, error) { return c.copyInto(buf, nil, true) }
 
-func (c *Consumer) copyInto(buf []byte, dl deadline, try bool) (int, error) {
+func (c *Consumer) copyInto(buf []byte, dl *deadline, try bool) (int, error) {
 	taken := c.taken
 	m, err := c.receive(dl, try)
 	if err != nil {
@@ -1035,37 +1096,55 @@ func (c *Consumer) copyInto(buf []byte, dl deadline, try bool) (int, error) {
 		c.read, c.taken = m.pos, taken // not taken: it stays the next message
 		return int(m.n), &Error{Op: "receive", Name: c.q.name(), Err: fmt.Errorf("%w: the message has %d bytes, the buffer %d", ErrTooLarge, m.n, len(buf))}
 	}
-	n, err := c.copyOut(buf, m)
-	if err != nil {
-		return 0, err
-	}
-	return n, c.Release(m)
+	return c.copyOut(buf, m)
 }
 
+// copyOut copies m, just received, into buf and releases it.
 func (c *Consumer) copyOut(buf []byte, m Message) (n int, err error) {
+	if c.q.stop.Load() {
+		return 0, c.q.closedErr("release")
+	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	return copy(buf, m.Bytes()), nil
+	n = copy(buf, m.Bytes())
+	c.releaseTo(m.end())
+	return n, nil
 }
 
-func (c *Consumer) receive(dl deadline, try bool) (m Message, err error) {
+// receive waits until dl (nil: no deadline); see claimIn.
+func (c *Consumer) receive(dl *deadline, try bool) (Message, error) {
+	pos, n, err := c.receiveGuarded(dl, try)
+	if err != nil {
+		return Message{}, err
+	}
+	return Message{q: c.q, pos: pos, n: n}, nil
+}
+
+// receiveGuarded is receive's guarded part: it returns the message's
+// position and length (see claimGuarded).
+func (c *Consumer) receiveGuarded(dl *deadline, try bool) (pos uint64, n uint32, err error) {
 	q := c.q
 	if q.cons.Load() != c {
-		return Message{}, &Error{Op: "receive", Name: q.name(), Err: fmt.Errorf("%w: consumer detached", ErrClosed)}
+		return 0, 0, &Error{Op: "receive", Name: q.name(), Err: fmt.Errorf("%w: consumer detached", ErrClosed)}
 	}
 	if q.stop.Load() {
-		return Message{}, q.closedErr("receive")
+		return 0, 0, q.closedErr("receive")
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	m, wait, err := c.next()
+	m, wait, err := c.next(false)
 	switch {
 	case err != nil:
-		return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
+		return 0, 0, &Error{Op: "receive", Name: q.name(), Err: err}
 	case !wait:
-		return m, nil
+		return m.pos, m.n, nil
 	case try:
-		return Message{}, q.pollErr(&q.errEmpty, "receive", ErrEmpty)
+		return 0, 0, q.pollErr(&q.errEmpty, "receive", ErrEmpty)
 	}
-	return c.wait(dl)
+	d := noDeadline()
+	if dl != nil {
+		d = *dl
+	}
+	m, err = c.wait(d)
+	return m.pos, m.n, err
 }
 
 // wait is receive when no message is ready: it spins, then sleeps on
@@ -1080,7 +1159,7 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 	defer func() { w.stop() }()
 	spins := -1
 	for {
-		m, wait, err := c.next()
+		m, wait, err := c.next(false)
 		if err != nil {
 			return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
 		}
@@ -1107,8 +1186,9 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 			}
 			v |= 1
 		}
-		// Look again, now that a producer committing will see the bit.
-		if m, wait, err := c.next(); err != nil || !wait {
+		// Look again, now that a producer committing will see the bit, and
+		// into a claim in progress, whose producer may be dead.
+		if m, wait, err := c.next(true); err != nil || !wait {
 			if err != nil {
 				return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
 			}
@@ -1123,7 +1203,7 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 		}
 		if err := dl.sleep(q.cwake, v, slice); err != nil {
 			// A last look: a message that came in the meantime is taken.
-			if m, wait, err2 := c.next(); err2 == nil && !wait {
+			if m, wait, err2 := c.next(false); err2 == nil && !wait {
 				return m, nil
 			}
 			return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
@@ -1134,19 +1214,36 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 // next looks at the record at the consumer's position, skipping what is
 // not a message: it returns the next message, or wait if there is none to
 // return now.
-func (c *Consumer) next() (m Message, wait bool, err error) {
+//
+// It loads tail only when it reaches the tail it loaded last (tail only
+// grows), or to check a record against it: a consumer behind its producers
+// then leaves the word they CAS alone. A record not written yet at r <
+// tail is looked into (gap: is its producer dead?) at once if scan is set,
+// else only after next has found it unwritten gapPolls times: a live
+// producer commits within a few polls, and the look reads every producer
+// slot, lines the producers write.
+func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 	q := c.q
 	capacity := uint64(len(q.ring))
 	for {
 		pos := c.read
-		tail := atomic.LoadUint64(q.tail)
-		if pos == tail {
-			return Message{}, true, nil
+		tail := c.tail
+		if pos >= tail {
+			tail = atomic.LoadUint64(q.tail)
+			c.tail = tail
+			if pos == tail {
+				return Message{}, true, nil
+			}
 		}
 		if tail < pos || tail-c.released > capacity || pos&15 != 0 {
 			return Message{}, false, fmt.Errorf("%w: tail %d, head %d, read %d", ErrCorrupt, tail, c.released, pos)
 		}
 		if !q.written(pos) {
+			if !scan && c.postpone(pos) {
+				return Message{}, true, nil
+			}
+			tail = atomic.LoadUint64(q.tail)
+			c.tail = tail
 			skip, wait := c.gap(pos, tail)
 			if wait {
 				return Message{}, true, nil
@@ -1161,7 +1258,7 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 		idx := pos & q.mask
 		switch recState(h) {
 		case recCommitted:
-			if n > uint64(q.max) || idx+size > capacity || pos+size > tail {
+			if n > uint64(q.max) || idx+size > capacity || !c.reaches(pos+size) {
 				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.read = pos + size
@@ -1169,12 +1266,12 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 			c.watch.who = 0
 			return Message{q: q, pos: pos, n: uint32(n)}, false, nil
 		case recPadding:
-			if idx+qRecHeader+n != capacity || pos+capacity-idx > tail {
+			if idx+qRecHeader+n != capacity || !c.reaches(pos+capacity-idx) {
 				return Message{}, false, fmt.Errorf("%w: padding at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.skipTo(pos + capacity - idx)
 		case recAborted:
-			if n > uint64(q.max) || idx+size > capacity || pos+size > tail {
+			if n > uint64(q.max) || idx+size > capacity || !c.reaches(pos+size) {
 				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.skipTo(pos + size)
@@ -1182,6 +1279,30 @@ func (c *Consumer) next() (m Message, wait bool, err error) {
 			return Message{}, false, fmt.Errorf("%w: record at %d in state %d", ErrCorrupt, pos, recState(h))
 		}
 	}
+}
+
+// gapPolls is how many times next finds a record unwritten before it looks
+// into it (see next).
+const gapPolls = 128
+
+// postpone counts a poll that found the record at pos unwritten and
+// reports whether it is too early to look into it.
+func (c *Consumer) postpone(pos uint64) bool {
+	if c.pend != pos {
+		c.pend, c.polls = pos, 0
+	}
+	c.polls++
+	return c.polls <= gapPolls
+}
+
+// reaches reports whether tail has reached end, loading it again if the
+// tail last loaded has not.
+func (c *Consumer) reaches(end uint64) bool {
+	if end <= c.tail {
+		return true
+	}
+	c.tail = atomic.LoadUint64(c.q.tail)
+	return end <= c.tail
 }
 
 // skipTo moves the consumer past records that are not messages; when no

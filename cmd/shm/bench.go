@@ -28,8 +28,8 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		args:    "[-quick] [-trips N]",
-		summary: "measure locks and events against sync, pipes, sockets, futex and spin baselines",
+		args:    "[-quick] [-trips N] [-queue-only] [-queue-scale N]",
+		summary: "measure locks, events and queues against sync, pipes, sockets, futex and spin baselines",
 		help: `
 Measures, in this process and in worker processes of this program:
 
@@ -44,7 +44,15 @@ Measures, in this process and in worker processes of this program:
   - the same round trips with both processes pinned to CPU 0, where
     spinning cannot help (nobody spins there);
   - two processes contending for one mutex (ns per protected increment);
-  - the CPU time a waiter uses while idle in a Wait for a second.
+  - the CPU time a waiter uses while idle in a Wait for a second;
+  - the Queue: one-way latency of a 64-byte message (half a round trip
+    through two queues, with the default spin and with SetSpin(0)) against
+    the raw spin and raw futex round trips; the throughput of 64-byte
+    messages from one process to another against a minimal ring of 64-byte
+    slots (the hardware's floor); request/response round trips of 64 B to
+    1 MiB against a Unix socket pair; the bandwidth of 1 MiB messages (Send,
+    then Copy in the other process) against copy(); Claim+Commit+Receive+
+    Release in one goroutine; and 4 producer processes against 1.
 
 The machine is shared, so every figure is a ratio against a baseline
 measured in the same run, the kinds taking turns in chunks. "spin0" rows run
@@ -52,7 +60,10 @@ both processes with SetSpin(0): waiters sleep in the kernel at once.`,
 		flags: func(fs *flag.FlagSet) {
 			fs.Bool("quick", false, "a short run (a few seconds), for tests")
 			fs.Int("trips", 100000, "round trips per kind")
+			fs.Bool("queue-only", false, "measure the Queue only")
+			fs.Int("queue-scale", 1, "run the Queue's measurements `N` times longer")
 			fs.String("peer", "", "internal: answer round trips on segment `NAME`")
+			fs.Int("helper", 0, "internal: with -peer, be producer process `N` of the queue measurements")
 			fs.Bool("one-cpu", false, "internal: run the round trips here (started pinned) and print them as JSON")
 			fs.String("idle", "", "internal: wait on segment `NAME`'s event and report the CPU time")
 		},
@@ -114,7 +125,15 @@ func runBench(e *env, args []string) error {
 		return usageErrorf("-trips must be at least 100")
 	}
 	if name := e.flags.Lookup("peer").Value.String(); name != "" {
+		if i := flagInt(e, "helper"); i != 0 {
+			return bench.ServeHelper(name, i)
+		}
 		return bench.Serve(name)
+	}
+	queueOnly := e.flags.Lookup("queue-only").Value.(flag.Getter).Get().(bool)
+	queueScale := flagInt(e, "queue-scale")
+	if queueScale < 1 {
+		return usageErrorf("-queue-scale must be at least 1")
 	}
 	if name := e.flags.Lookup("idle").Value.String(); name != "" {
 		return idleWaiter(name)
@@ -130,7 +149,10 @@ func runBench(e *env, args []string) error {
 	w := e.stdout
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(w, "shm bench: %d CPUs, GOMAXPROCS %d, %s, load average %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
-	fmt.Fprintln(w, "Ratios compare medians measured in this run, the kinds taking turns; lower is better.")
+	fmt.Fprintln(w, "Ratios compare medians measured in this run, the kinds taking turns; lower is better (rates: higher).")
+	if queueOnly {
+		return queueBench(w, newQueueCounts(quick, queueScale))
+	}
 
 	ops := 2_000_000
 	if quick {
@@ -160,7 +182,10 @@ func runBench(e *env, args []string) error {
 	if quick {
 		idle = 200 * time.Millisecond
 	}
-	return idleCPU(w, idle)
+	if err := idleCPU(w, idle); err != nil {
+		return err
+	}
+	return queueBench(w, newQueueCounts(quick, queueScale))
 }
 
 // Uncontended operations.

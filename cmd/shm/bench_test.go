@@ -27,6 +27,17 @@ func TestBenchQuick(t *testing.T) {
 		`Two processes contending for one Mutex, \d+ increments each: ` + ratio + ` ns per protected increment`,
 		`AutoEvent.Wait +` + dur + ` CPU`,
 		`BusyAutoEvent.Wait +` + dur + ` CPU`,
+		`One-way latency, 64 bytes: .* raw spin round trip ` + dur,
+		`(?m)^ +Queue +` + dur + ` +` + dur + ` +` + dur + ` +` + ratio + ` +` + ratio + ` *$`,
+		`(?m)^ +Queue spin0 +` + dur + ` +` + dur + ` +` + dur + ` +` + ratio + ` +` + ratio + ` *$`,
+		`(?m)^ +raw ring \(hardware floor\) +` + ratio + ` +` + ratio + ` +` + ratio + ` *$`,
+		`(?m)^ +Queue, Release each +` + ratio + ` +` + ratio + ` +` + ratio + ` *$`,
+		`(?m)^ +Queue, Release every 32 +` + ratio + ` +` + ratio + ` +` + ratio + ` *$`,
+		`(?m)^ +64 B +\d+ +` + dur + ` +` + dur + ` +` + dur + ` +` + dur + ` +` + ratio + ` *$`,
+		`(?m)^ +1 MiB +\d+ +` + dur + ` +` + dur + ` +` + dur + ` +` + dur + ` +` + ratio + ` *$`,
+		`1 MiB messages, Send .*: ` + ratio + ` GB/s; copy\(\) .*: ` + ratio + ` GB/s \(rate x ` + ratio + `\)`,
+		`(?m)^ +Producer.Claim\+Commit, Receive\+Release +` + ratio + ` +` + ratio + ` +` + ratio + ` *$`,
+		`4 producer processes ` + ratio + ` M msgs/s in all; 1 producer process ` + ratio + ` M msgs/s \(rate x ` + ratio + `\)`,
 	} {
 		if !regexp.MustCompile(want).MatchString(r.stdout) {
 			t.Errorf("output lacks %q", want)
@@ -51,4 +62,5 @@ func TestBenchQuick(t *testing.T) {
 func TestBenchUsage(t *testing.T) {
 	shmCmd(t, "bench", "extra").want(t, 2)
 	shmCmd(t, "bench", "-trips", "5").want(t, 2)
+	shmCmd(t, "bench", "-queue-scale", "0").want(t, 2)
 }

@@ -24,8 +24,11 @@ type shared struct {
 	cmd   uint32 // command number; the peer sleeps on it between commands
 	mode  uint32
 	n     uint32
-	spin  int32 // the SetSpin of both sides for the command
-	_     [48]byte
+	spin  int32  // the SetSpin of both sides for the command
+	size  uint32 // Job.Size
+	batch uint32 // Job.Batch
+	procs uint32 // Job.Producers
+	_     [36]byte
 	ready uint32 // the peer is running command ready
 	_     [60]byte
 	done  uint32 // the peer finished command done
@@ -43,6 +46,8 @@ type shared struct {
 	_          [52]byte
 	counter    uint64
 	_          [56]byte
+
+	qs queueShared // the queue modes' words (queue_linux.go)
 }
 
 type padWord struct {
@@ -82,6 +87,14 @@ const (
 	EventFD                     // a pair of eventfd (auto) events
 	MutexHandoff                // a mutex handed back and forth in strict alternation
 	Contended                   // both processes increment a counter under one mutex
+
+	// The queue modes (queue_linux.go).
+	RawRing         // a stream of 64-byte messages through a minimal ring, this process to the peer
+	QueueStream     // a stream of messages through a Queue, this process to the peer
+	QueueCopy       // a stream of messages through a Queue, sent with Send, received with Copy
+	QueuePingPong   // a message each way through a pair of Queues, read back with Copy
+	UnixSocketSized // a message of Job.Size bytes each way through a Unix socket pair
+	QueueProducers  // Job.Producers processes send to one Queue, this process receives
 )
 
 // The eventfd events of the round-trip segment.
@@ -114,9 +127,25 @@ type Peer struct {
 	exited chan struct{}
 
 	// The command Prepare handed the peer.
-	c    uint32
-	mode Mode
-	n    int
+	c   uint32
+	job Job
+
+	qe      *coordQueues // this process's ends of the queues
+	helpers []*helper    // producer processes started by StartHelpers
+	t0, t1  int64        // Drive's first and last instants (monotonic(), ns)
+}
+
+// A Job is one command: N round trips (or messages) of Mode, both sides
+// with SetSpin(Spin) (-1: the default). The queue modes also read Size
+// (bytes per message), Batch (QueueStream: messages the consumer releases
+// together; 0 or 1: each) and Producers (QueueProducers: producer
+// processes, the peer and helpers started by StartHelpers).
+type Job struct {
+	Mode      Mode
+	Spin, N   int
+	Size      int
+	Batch     int
+	Producers int
 }
 
 // Start creates the round-trip segment under name (empty: a name of its
@@ -126,6 +155,7 @@ func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
 	conf := shm.Config{Name: name, Size: int(unsafe.Sizeof(shared{}))}
 	conf.AddEvent(shm.EventFDAuto) // efdPing
 	conf.AddEvent(shm.EventFDAuto) // efdPong
+	addQueues(&conf)
 	m, err := conf.Create()
 	if err != nil {
 		return nil, err
@@ -146,6 +176,9 @@ func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
 		if p.efd[i], err = m.Event(i); err != nil {
 			return fail(err)
 		}
+	}
+	if p.qe, err = openCoordQueues(m); err != nil {
+		return fail(err)
 	}
 	var toPeer, fromPeer [2]int
 	if err := unix.Pipe2(toPeer[:], unix.O_CLOEXEC); err != nil {
@@ -177,6 +210,7 @@ func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
 		unix.Close(p.pipeW)
 		unix.Close(p.pipeR)
 		unix.Close(p.sock)
+		p.qe.close()
 		m.Close()
 		return nil, err
 	}
@@ -187,19 +221,29 @@ func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
 	return p, nil
 }
 
-// Close tells the peer to exit (kills it if it does not), and removes the
-// segment.
+// Close tells the peer and the helpers to exit (kills them if they do
+// not), and removes the segment.
 func (p *Peer) Close() {
-	p.command(exit, 0, 0)
+	p.command(Job{Mode: exit})
+	stop := time.After(5 * time.Second)
 	select {
 	case <-p.exited:
-	case <-time.After(5 * time.Second):
+	case <-stop:
 		p.cmd.Process.Kill()
 		<-p.exited
+	}
+	for _, h := range p.helpers {
+		select {
+		case <-h.exited:
+		case <-stop:
+			h.cmd.Process.Kill()
+			<-h.exited
+		}
 	}
 	unix.Close(p.pipeW)
 	unix.Close(p.pipeR)
 	unix.Close(p.sock)
+	p.qe.close()
 	p.m.Close()
 }
 
@@ -207,11 +251,14 @@ func (p *Peer) Close() {
 func (p *Peer) Counter() uint64 { return atomic.LoadUint64(&p.s.counter) }
 
 // command hands the peer a command and returns its number.
-func (p *Peer) command(mode Mode, spin, n int) uint32 {
+func (p *Peer) command(j Job) uint32 {
 	s := p.s
-	atomic.StoreUint32(&s.mode, uint32(mode))
-	atomic.StoreUint32(&s.n, uint32(n))
-	atomic.StoreInt32(&s.spin, int32(spin))
+	atomic.StoreUint32(&s.mode, uint32(j.Mode))
+	atomic.StoreUint32(&s.n, uint32(j.N))
+	atomic.StoreInt32(&s.spin, int32(j.Spin))
+	atomic.StoreUint32(&s.size, uint32(j.Size))
+	atomic.StoreUint32(&s.batch, uint32(j.Batch))
+	atomic.StoreUint32(&s.procs, uint32(j.Producers))
 	c := atomic.AddUint32(&s.cmd, 1)
 	futex.Wake(&s.cmd, futex.All)
 	return c
@@ -220,6 +267,12 @@ func (p *Peer) command(mode Mode, spin, n int) uint32 {
 // await waits until *w == c, or fails if the peer is gone or does not
 // answer.
 func (p *Peer) await(w *uint32, c uint32) error {
+	return awaitProc(w, c, p.exited, "the peer process", &p.out)
+}
+
+// awaitProc waits until *w == c, or fails if the process (who) exited
+// (closing exited; out is what it printed) or does not answer.
+func awaitProc(w *uint32, c uint32, exited chan struct{}, who string, out *strings.Builder) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		v := atomic.LoadUint32(w)
@@ -227,12 +280,12 @@ func (p *Peer) await(w *uint32, c uint32) error {
 			return nil
 		}
 		select {
-		case <-p.exited:
-			return fmt.Errorf("the peer process exited: %s", p.out.String())
+		case <-exited:
+			return fmt.Errorf("%s exited: %s", who, out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			return errors.New("the peer process does not answer")
+			return errors.New(who + " does not answer")
 		}
 		futex.Wait(w, v, 100*time.Millisecond)
 	}
@@ -242,22 +295,39 @@ func (p *Peer) await(w *uint32, c uint32) error {
 // trips of mode, both processes with SetSpin(spin) (-1: the default); the
 // first round trip may begin when it returns.
 func (p *Peer) Prepare(mode Mode, spin, n int) error {
+	return p.PrepareJob(Job{Mode: mode, Spin: spin, N: n})
+}
+
+// PrepareJob is Prepare for a Job.
+func (p *Peer) PrepareJob(j Job) error {
 	s := p.s
+	if err := p.checkJob(&j); err != nil {
+		return err
+	}
 	atomic.StoreUint32(&s.ping.v, 0)
 	atomic.StoreUint32(&s.pong.v, 0)
 	s.turn = 0
-	shm.SetSpin(spin)
-	p.c, p.mode, p.n = p.command(mode, spin, n), mode, n
-	return p.await(&s.ready, p.c)
+	s.qs.reset()
+	shm.SetSpin(j.Spin)
+	p.c, p.job = p.command(j), j
+	if err := p.await(&s.ready, p.c); err != nil {
+		return err
+	}
+	return p.awaitHelpers(&s.qs.hready)
 }
 
 // Drive does this side of the round trips Prepare started. Unless every is
 // 0, it times each run of every round trips and appends the times to ts.
 func (p *Peer) Drive(every int, ts []time.Duration) []time.Duration {
-	trip, end := p.trip(p.mode)
-	n := uint32(p.n)
-	if p.mode == Contended {
+	trip, end := p.trip(p.job)
+	n := uint32(p.job.N)
+	p.t0 = monotonic()
+	switch p.job.Mode {
+	case Contended:
 		atomic.StoreUint32(&p.s.start, p.c)
+	case QueueProducers:
+		atomic.StoreUint32(&p.s.start, p.c)
+		futex.Wake(&p.s.start, futex.All)
 	}
 	if every <= 0 {
 		for i := uint32(1); i <= n; i++ {
@@ -277,16 +347,30 @@ func (p *Peer) Drive(every int, ts []time.Duration) []time.Duration {
 	if end != nil {
 		end()
 	}
+	p.t1 = monotonic()
 	return ts
 }
 
 // Finish waits until the peer finished the command Prepare started.
-func (p *Peer) Finish() error { return p.await(&p.s.done, p.c) }
+func (p *Peer) Finish() error {
+	if err := p.await(&p.s.done, p.c); err != nil {
+		return err
+	}
+	return p.awaitHelpers(&p.s.qs.hdone)
+}
 
 // Run is Prepare, Drive and Finish; it returns Drive's times and how long
 // the whole took, from the first round trip to the peer's finish.
 func (p *Peer) Run(mode Mode, spin, n, every int, ts []time.Duration) ([]time.Duration, time.Duration, error) {
-	if err := p.Prepare(mode, spin, n); err != nil {
+	return p.RunJob(Job{Mode: mode, Spin: spin, N: n}, every, ts)
+}
+
+// RunJob is Run for a Job. For the streams (RawRing, QueueStream,
+// QueueCopy), the time is from the first message sent to the last one
+// received by the peer; for QueueProducers, from the producers' start to
+// the last message received here.
+func (p *Peer) RunJob(j Job, every int, ts []time.Duration) ([]time.Duration, time.Duration, error) {
+	if err := p.PrepareJob(j); err != nil {
 		return ts, 0, err
 	}
 	begin := time.Now()
@@ -294,15 +378,22 @@ func (p *Peer) Run(mode Mode, spin, n, every int, ts []time.Duration) ([]time.Du
 	if err := p.Finish(); err != nil {
 		return ts, 0, err
 	}
-	return ts, time.Since(begin), nil
+	el := time.Since(begin)
+	switch j.Mode {
+	case RawRing, QueueStream, QueueCopy:
+		el = time.Duration(atomic.LoadInt64(&p.s.qs.end.v) - p.t0)
+	case QueueProducers:
+		el = time.Duration(p.t1 - p.t0)
+	}
+	return ts, el, nil
 }
 
 // trip returns the coordinator's side of one round trip in mode; i numbers
 // the round trips of a command from 1. It also returns what ends the
 // command (nil if nothing).
-func (p *Peer) trip(mode Mode) (trip func(i uint32), end func()) {
+func (p *Peer) trip(j Job) (trip func(i uint32), end func()) {
 	s := p.s
-	switch mode {
+	switch j.Mode {
 	case RawSpin:
 		return func(i uint32) {
 			atomic.StoreUint32(&s.ping.v, 2*i-1)
@@ -370,12 +461,16 @@ func (p *Peer) trip(mode Mode) (trip func(i uint32), end func()) {
 			s.mu.Unlock()
 		}, nil
 	}
-	panic("bench: unknown mode " + strconv.Itoa(int(mode)))
+	if trip, end := p.queueTrip(j); trip != nil {
+		return trip, end
+	}
+	panic("bench: unknown mode " + strconv.Itoa(int(j.Mode)))
 }
 
-// respond is the peer's side of n round trips in mode.
-func respond(s *shared, efd [2]shm.Event, mode Mode, n int) {
-	switch mode {
+// respond is the peer's side of the command j.
+func respond(s *shared, efd [2]shm.Event, pq *peerQueues, c uint32, j Job) {
+	n := j.N
+	switch j.Mode {
 	case RawSpin:
 		for i := uint32(1); i <= uint32(n); i++ {
 			spinRecv(&s.ping.v, 2*i-1)
@@ -431,6 +526,8 @@ func respond(s *shared, efd [2]shm.Event, mode Mode, n int) {
 			s.counter++
 			s.mu.Unlock()
 		}
+	default:
+		pq.respond(s, c, j)
 	}
 }
 
@@ -450,6 +547,18 @@ func handoff(s *shared, me uint32, n int) {
 		if !mine && singleCPU {
 			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 		}
+	}
+}
+
+// job reads the command's Job.
+func (s *shared) job() Job {
+	return Job{
+		Mode:      Mode(atomic.LoadUint32(&s.mode)),
+		Spin:      int(atomic.LoadInt32(&s.spin)),
+		N:         int(atomic.LoadUint32(&s.n)),
+		Size:      int(atomic.LoadUint32(&s.size)),
+		Batch:     int(atomic.LoadUint32(&s.batch)),
+		Producers: int(atomic.LoadUint32(&s.procs)),
 	}
 }
 
@@ -477,6 +586,11 @@ func Serve(name string) error {
 			return err
 		}
 	}
+	pq, err := openPeerQueues(m)
+	if err != nil {
+		return err
+	}
+	defer pq.close()
 	parent := os.Getppid()
 	var last uint32
 	for {
@@ -489,18 +603,18 @@ func Serve(name string) error {
 			continue
 		}
 		last = c
-		mode, n := Mode(atomic.LoadUint32(&s.mode)), int(atomic.LoadUint32(&s.n))
-		if mode == exit {
+		j := s.job()
+		if j.Mode == exit {
 			return nil
 		}
-		shm.SetSpin(int(atomic.LoadInt32(&s.spin)))
+		shm.SetSpin(j.Spin)
 		atomic.StoreUint32(&s.ready, c)
 		futex.Wake(&s.ready, futex.All)
-		if mode == Contended {
+		if j.Mode == Contended {
 			for atomic.LoadUint32(&s.start) != c {
 			}
 		}
-		respond(s, efd, mode, n)
+		respond(s, efd, pq, c, j)
 		atomic.StoreUint32(&s.done, c)
 		futex.Wake(&s.done, futex.All)
 	}

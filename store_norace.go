@@ -1,0 +1,28 @@
+//go:build !race
+
+package shm
+
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+// storeOrdered stores v at p, a word that an atomic operation which the
+// caller makes next publishes (the CAS of a queue's tail publishes a
+// producer slot's start, the store of a record's commit word its header).
+// A reader that sees that atomic's effect sees v; a reader that loads p
+// without it may see the old value or v, never a mix.
+//
+// On 64-bit machines it is a plain store: an aligned word is stored whole,
+// the Go compiler does not move stores across atomic operations, and the
+// atomic that follows orders it for the processor (a locked instruction on
+// amd64, a release on arm64), so the atomic store (an XCHG on amd64, a full
+// barrier) is not needed. The race detector would report the loads that
+// race with it on purpose, hence the atomic store under it (store_race.go).
+func storeOrdered(p *uint64, v uint64) {
+	if unsafe.Sizeof(uintptr(0)) == 8 {
+		*p = v
+		return
+	}
+	atomic.StoreUint64(p, v)
+}
