@@ -100,6 +100,21 @@ import (
 // commit or the producer sees the bit (Dekker, with sequentially
 // consistent atomics). Producers waiting for room do the same with pwake
 // and head. Sleeps are bounded (liveness checks every 20 ms of waiting).
+// The stores of hc and head must therefore be full barriers (an XCHG on
+// amd64), not mere release stores: with a release store the producer's
+// load of cwake may pass its store of hc, and both sides miss. That
+// barrier, a wait for the payload's cache lines on every message, is
+// most of what a message costs beyond the raw ring in the benchmark;
+// bounding the first sleep instead (so that a store still in flight is
+// seen on waking) was measured: 1.4x the throughput, but short futex
+// timeouts cost this machine (a virtual one) ~9 µs per sleep, a 4x slower
+// hand-off to a sleeping consumer, and the argument rests on how fast a
+// store buffer drains, which no processor manual bounds.
+//
+// The consumer looks at the commit word at r before tail: while messages
+// come, it never loads tail, and while it spins on an empty queue it
+// polls that commit word only (next every spinLook polls), so that tail's
+// line stays with the producers that CAS it.
 //
 // Invariants: head <= r <= tail <= head + capacity; positions only grow;
 // a record never wraps (padding fills the end of the ring); the payload of
@@ -1171,11 +1186,19 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 			spins = spinBudget(unsafe.Pointer(q.cwake))
 		}
 		if spins > 0 {
-			spins--
-			if dl.spinDone(spins) {
-				spins = 0
+			// Between two calls of next, poll only the commit word of the
+			// record to read: the line the next message is written to.
+			// Tail, which the producers CAS, stays in their caches.
+			for k := 0; k < spinLook && spins > 0; k++ {
+				spins--
+				if dl.spinDone(spins) {
+					spins = 0
+				}
+				spinPause()
+				if q.written(c.read) {
+					break
+				}
 			}
-			spinPause()
 			continue
 		}
 		dl.stop = &q.stop
@@ -1215,30 +1238,38 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 // not a message: it returns the next message, or wait if there is none to
 // return now.
 //
-// It loads tail only when it reaches the tail it loaded last (tail only
-// grows), or to check a record against it: a consumer behind its producers
-// then leaves the word they CAS alone. A record not written yet at r <
-// tail is looked into (gap: is its producer dead?) at once if scan is set,
-// else only after next has found it unwritten gapPolls times: a live
-// producer commits within a few polls, and the look reads every producer
-// slot, lines the producers write.
+// It looks at the record's commit word first: a written record is read
+// without loading tail, the word the producers CAS, so that a consumer
+// keeping up with its producers does not pull tail's line on every message
+// (a committed record ends at most a capacity past head: that is what is
+// checked; a damaged length that still passes is found on the next call,
+// where read is past tail). Tail is loaded for a record not written yet,
+// and then only when the consumer reaches the tail it loaded last (tail
+// only grows). A record not written yet at r < tail is looked into (gap:
+// is its producer dead?) at once if scan is set, else only after next has
+// found it unwritten gapPolls times: a live producer commits within a few
+// polls, and the look reads every producer slot, lines the producers
+// write.
 func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 	q := c.q
 	capacity := uint64(len(q.ring))
 	for {
 		pos := c.read
-		tail := c.tail
-		if pos >= tail {
-			tail = atomic.LoadUint64(q.tail)
-			c.tail = tail
-			if pos == tail {
-				return Message{}, true, nil
-			}
-		}
-		if tail < pos || tail-c.released > capacity || pos&15 != 0 {
-			return Message{}, false, fmt.Errorf("%w: tail %d, head %d, read %d", ErrCorrupt, tail, c.released, pos)
+		if pos&15 != 0 || pos-c.released > capacity {
+			return Message{}, false, fmt.Errorf("%w: head %d, read %d", ErrCorrupt, c.released, pos)
 		}
 		if !q.written(pos) {
+			tail := c.tail
+			if pos >= tail {
+				tail = atomic.LoadUint64(q.tail)
+				c.tail = tail
+				if pos == tail {
+					return Message{}, true, nil
+				}
+			}
+			if tail < pos || tail-c.released > capacity {
+				return Message{}, false, fmt.Errorf("%w: tail %d, head %d, read %d", ErrCorrupt, tail, c.released, pos)
+			}
 			if !scan && c.postpone(pos) {
 				return Message{}, true, nil
 			}
@@ -1258,7 +1289,7 @@ func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 		idx := pos & q.mask
 		switch recState(h) {
 		case recCommitted:
-			if n > uint64(q.max) || idx+size > capacity || !c.reaches(pos+size) {
+			if n > uint64(q.max) || idx+size > capacity || !c.within(pos+size) {
 				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.read = pos + size
@@ -1266,12 +1297,12 @@ func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 			c.watch.who = 0
 			return Message{q: q, pos: pos, n: uint32(n)}, false, nil
 		case recPadding:
-			if idx+qRecHeader+n != capacity || !c.reaches(pos+capacity-idx) {
+			if idx+qRecHeader+n != capacity || !c.within(pos+capacity-idx) {
 				return Message{}, false, fmt.Errorf("%w: padding at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.skipTo(pos + capacity - idx)
 		case recAborted:
-			if n > uint64(q.max) || idx+size > capacity || !c.reaches(pos+size) {
+			if n > uint64(q.max) || idx+size > capacity || !c.within(pos+size) {
 				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.skipTo(pos + size)
@@ -1280,6 +1311,10 @@ func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 		}
 	}
 }
+
+// spinLook is how many polls of a commit word a spinning consumer makes
+// between two calls of next.
+const spinLook = 64
 
 // gapPolls is how many times next finds a record unwritten before it looks
 // into it (see next).
@@ -1295,14 +1330,10 @@ func (c *Consumer) postpone(pos uint64) bool {
 	return c.polls <= gapPolls
 }
 
-// reaches reports whether tail has reached end, loading it again if the
-// tail last loaded has not.
-func (c *Consumer) reaches(end uint64) bool {
-	if end <= c.tail {
-		return true
-	}
-	c.tail = atomic.LoadUint64(c.q.tail)
-	return end <= c.tail
+// within reports whether a record ending at end may be one: it ends at
+// most a capacity past head (as tail does).
+func (c *Consumer) within(end uint64) bool {
+	return end-c.released <= uint64(len(c.q.ring))
 }
 
 // skipTo moves the consumer past records that are not messages; when no
