@@ -45,8 +45,10 @@ import (
 //
 // Shared words (see docs/FORMAT.md for offsets):
 //
-//	tail      bytes ever claimed: a 64-bit position, only ever CASed up
-//	          by producers
+//	tail      bytes ever claimed: a 64-bit position (a multiple of 16),
+//	          only ever CASed up by producers; bit 0 is the consumer's
+//	          sleep mark (the consumer CASes it on at an empty queue, the
+//	          next claim's CAS takes it off)
 //	head      bytes ever released: stored by the consumer only
 //	consumer  the attached consumer's owner token (0: none)
 //	cwake     futex word of the consumer: bit 0 it may be asleep, bits
@@ -74,11 +76,15 @@ import (
 // the capacity, the queue is full. It stores (start, total) in its slot,
 // then CASes tail from start to start+total (when the CAS fails, it clears
 // total and tries again from the top): the claim is its. It writes the
-// padding record, if any, fills the payload, and commits: hd, then hc, an
-// atomic store, so that whoever sees hc sees hd and the payload. After the
-// commit it loads cwake, and wakes the consumer if bit 0 was set. (Stores
-// that an atomic operation of the producer's publishes, its slot's start
-// and hd, are plain stores on 64-bit machines: see storeOrdered.)
+// padding record, if any, fills the payload, and commits: hd, then hc,
+// so that whoever sees hc sees hd and the payload. A fenced commit (Commit,
+// Abort, a Send of more than fastSend bytes) stores hc with a full barrier
+// and then loads cwake, and wakes the consumer if bit 0 was set; an
+// unfenced one (a short Send) stores hc with release order only and does
+// not look at cwake. Either wakes the consumer when its CAS took the sleep
+// mark off tail. (Stores that an atomic operation of the producer's
+// publishes, its slot's start and hd, are plain stores on 64-bit machines:
+// see storeOrdered; storeRelease is the unfenced hc store.)
 //
 // Consumer: reads at its own position r, from head up to tail, record by
 // record: a committed record is returned; padding and aborted records are
@@ -94,22 +100,35 @@ import (
 // Release stores head past the released record; then, if pwake's bit 0 was
 // set, it clears it and wakes every producer.
 //
-// Sleeping: a consumer about to sleep CASes bit 0 of cwake on, looks at
-// its record again, and sleeps on cwake while it is unchanged; a producer
-// stores hc (commit) before it loads cwake: either the consumer sees the
-// commit or the producer sees the bit (Dekker, with sequentially
-// consistent atomics). Producers waiting for room do the same with pwake
-// and head. Sleeps are bounded (liveness checks every 20 ms of waiting).
-// The stores of hc and head must therefore be full barriers (an XCHG on
-// amd64), not mere release stores: with a release store the producer's
-// load of cwake may pass its store of hc, and both sides miss. That
-// barrier, a wait for the payload's cache lines on every message, is
-// most of what a message costs beyond the raw ring in the benchmark;
-// bounding the first sleep instead (so that a store still in flight is
-// seen on waking) was measured: 1.4x the throughput, but short futex
-// timeouts cost this machine (a virtual one) ~9 µs per sleep, a 4x slower
-// hand-off to a sleeping consumer, and the argument rests on how fast a
-// store buffer drains, which no processor manual bounds.
+// Sleeping: a consumer about to sleep at r CASes bit 0 of cwake on, then,
+// if tail is r (the queue is empty), CASes tail from r to r|1 (the mark),
+// looks at its record again, and sleeps on cwake while it is unchanged.
+// Three kinds of commit can come, and each wakes it or is seen:
+//   - a claim made after the mark: its CAS of tail (which must expect the
+//     marked value) takes the mark off, so its producer knows, and wakes
+//     the consumer after its commit whatever kind the commit is. CASes of
+//     one word are totally ordered: no claim misses the mark.
+//   - a fenced commit of an earlier claim: its hc store (a full barrier)
+//     comes before its load of cwake; the consumer's CAS of cwake before
+//     its second look. Either the consumer sees the commit or the producer
+//     sees the bit (Dekker, with sequentially consistent atomics).
+//   - an unfenced commit of an earlier claim (a short Send): nothing tells
+//     the consumer. Such a claim is in progress only for the time of a
+//     short copy, so the consumer (not marked: tail was past r) polls the
+//     record claimPolls times, then sleeps at most claimSleep at a time.
+//
+// Why three: a full barrier after the commit word, on every message, waits
+// for the payload's cache lines and cost a third of the throughput of
+// short messages in the benchmark; the mark rides on the CAS of tail that
+// every claim makes anyway. Bounding the consumer's first sleep (so that a
+// release store still in flight is seen on waking) was measured too: short
+// futex timeouts cost this machine (a virtual one) ~9 µs per sleep, and
+// the argument would rest on how fast a store buffer drains, which no
+// processor manual bounds.
+//
+// Producers waiting for room do the same as the first two with pwake and
+// head: the consumer's store of head is a full barrier before its load of
+// pwake. All sleeps are bounded (liveness checks every 20 ms of waiting).
 //
 // The consumer looks at the commit word at r before tail: while messages
 // come, it never loads tail, and while it spins on an empty queue it
@@ -242,7 +261,7 @@ func log2(x uint64) int {
 }
 
 func checkQueueSpec(capacity, maxMessage, producers int) error {
-	if capacity < qMinCapacity || capacity > qMaxCapacity || capacity&(capacity-1) != 0 {
+	if capacity < qMinCapacity || uint64(capacity) > qMaxCapacity || capacity&(capacity-1) != 0 {
 		return fmt.Errorf("%w: queue capacity %d (a power of two from %d to 2^40)", ErrInvalidSize, capacity, qMinCapacity)
 	}
 	if maxMessage < 0 || maxMessage > QueueMaxMessage(capacity) {
@@ -343,6 +362,14 @@ func recState(h uint64) uint64 { return h >> 40 & 0xff }
 func (q *Queue) written(pos uint64) bool {
 	return atomic.LoadUint64(q.hc(pos)) == commitWord(pos)
 }
+
+// tailSleep is tail's bit 0: the consumer sleeps, waiting for a claim at
+// tail (see Queue, "Sleeping"). Positions are multiples of 16.
+const tailSleep = 1
+
+// loadTail loads tail's position (without the consumer's sleep mark).
+func (q *Queue) loadTail() uint64 { return atomic.LoadUint64(q.tail) &^ tailSleep }
+
 func recSlot(h uint64) int { return int(h >> 48) }
 
 // A Queue's life: its calls look at the closed flag first and fail with
@@ -426,6 +453,7 @@ type Claim struct {
 	n    uint32
 	slot int32
 	own  bool // the slot is a Producer's, not the pool's
+	wake bool // its claim took the consumer's sleep mark off tail: wake it
 }
 
 // Bytes returns the space to fill: exactly the length claimed.
@@ -459,24 +487,38 @@ func (c Claim) finish(state uint64) (err error) {
 	if q.written(c.pos) || atomic.LoadUint64(q.head) > c.pos {
 		return c.finishedErr()
 	}
-	return c.publish(state)
+	return c.publish(state, true)
 }
 
 // publish commits (or aborts) a claim known to be neither yet, for a
 // caller that guards it.
-func (c Claim) publish(state uint64) error {
+//
+// A fenced commit stores the commit word with a full barrier and then
+// wakes the consumer if bit 0 of cwake says it may sleep (see Queue,
+// "Sleeping"); an unfenced one (a Send of at most fastSend bytes) stores
+// it with release order only. Either wakes the consumer when its claim
+// took the consumer's mark off tail.
+func (c Claim) publish(state uint64, fenced bool) error {
 	q := c.q
 	// The length, state and slot first, then the commit word: whoever
 	// sees the commit word (an atomic load) sees them, and the payload.
 	storeOrdered(q.hd(c.pos), recHeader(uint64(c.n), state, int(c.slot)))
-	atomic.StoreUint64(q.hc(c.pos), commitWord(c.pos))
+	if fenced {
+		atomic.StoreUint64(q.hc(c.pos), commitWord(c.pos))
+	} else {
+		storeRelease(q.hc(c.pos), commitWord(c.pos))
+	}
 	if state == recAborted {
 		atomic.AddUint64(q.aborted, 1)
 	}
 	if !c.own {
 		q.putSlot(int(c.slot))
 	}
-	q.wakeConsumer()
+	if c.wake {
+		q.wakeMarked()
+	} else if fenced {
+		q.wakeConsumer()
+	}
 	return nil
 }
 
@@ -484,11 +526,30 @@ func (c Claim) finishedErr() error {
 	return &Error{Op: "commit", Name: c.q.name(), Err: fmt.Errorf("%w: the claim at %d is committed or aborted already", ErrRange, c.pos)}
 }
 
-// wakeConsumer wakes the consumer if it may be asleep.
+// fastSend is the largest Send whose commit is unfenced: its claim is
+// in progress for the time of a short copy only.
+const fastSend = 4 << 10
+
+// wakeConsumer wakes the consumer if it may be asleep (bit 0 of cwake).
 func (q *Queue) wakeConsumer() {
 	if w := atomic.LoadUint32(q.cwake); w&1 != 0 {
 		wake(q.cwake, w)
 	}
+}
+
+// wakeMarked wakes the consumer, asleep (or about to be) on cwake: a
+// producer whose claim took the consumer's mark off tail calls it after
+// its commit. (Out of line, so that the fast paths stay small.)
+//
+//go:noinline
+func (q *Queue) wakeMarked() {
+	for {
+		w := atomic.LoadUint32(q.cwake)
+		if atomic.CompareAndSwapUint32(q.cwake, w, (w+2)&^1) {
+			break
+		}
+	}
+	futex.Wake(q.cwake, futex.All)
 }
 
 // wakeProducers wakes the producers waiting for room, if any may be.
@@ -560,13 +621,13 @@ func (q *Queue) sendIn(b []byte, dl *deadline, try bool, own int) (err error) {
 		return err
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	pos, slot, err := q.claimUnguarded(len(b), dl, try, own)
+	pos, slot, wake, err := q.claimUnguarded(len(b), dl, try, own)
 	if err != nil {
 		return err
 	}
-	c := Claim{q: q, pos: pos, n: uint32(len(b)), slot: int32(slot), own: own >= 0}
+	c := Claim{q: q, pos: pos, n: uint32(len(b)), slot: int32(slot), own: own >= 0, wake: wake}
 	copy(c.Bytes(), b)
-	return c.publish(recCommitted)
+	return c.publish(recCommitted, len(b) > fastSend)
 }
 
 // checkClaim checks a claim of n bytes in slot own before it touches the
@@ -597,19 +658,19 @@ const (
 // (The deadline goes by pointer, so that the untimed forms, which pass
 // nil, inline, and the Claim comes back through fewer calls.)
 func (q *Queue) claimIn(n int, dl *deadline, try bool, own int) (Claim, error) {
-	pos, slot, err := q.claimGuarded(n, dl, try, own)
+	pos, slot, wake, err := q.claimGuarded(n, dl, try, own)
 	if err != nil {
 		return Claim{}, err
 	}
-	return Claim{q: q, pos: pos, n: uint32(n), slot: int32(slot), own: own >= 0}, nil
+	return Claim{q: q, pos: pos, n: uint32(n), slot: int32(slot), own: own >= 0, wake: wake}, nil
 }
 
 // claimGuarded is claimIn's guarded part: it returns the claim's position
-// and slot. (Scalars rather than a Claim, which a function with a defer
+// and slot, and whether its commit must wake the consumer. (Scalars rather than a Claim, which a function with a defer
 // would return through memory, at some cost.)
-func (q *Queue) claimGuarded(n int, dl *deadline, try bool, own int) (pos uint64, slot int, err error) {
+func (q *Queue) claimGuarded(n int, dl *deadline, try bool, own int) (pos uint64, slot int, wake bool, err error) {
 	if err := q.checkClaim(n, own); err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
 	return q.claimUnguarded(n, dl, try, own)
@@ -617,7 +678,7 @@ func (q *Queue) claimGuarded(n int, dl *deadline, try bool, own int) (pos uint64
 
 // claimUnguarded is claimGuarded after its checks, for a caller that
 // guards it.
-func (q *Queue) claimUnguarded(n int, dl *deadline, try bool, own int) (pos uint64, slot int, err error) {
+func (q *Queue) claimUnguarded(n int, dl *deadline, try bool, own int) (pos uint64, slot int, wake bool, err error) {
 	var none deadline
 	if dl == nil {
 		dl = &none
@@ -629,7 +690,7 @@ func (q *Queue) claimUnguarded(n int, dl *deadline, try bool, own int) (pos uint
 			full = ErrFull
 		}
 		if slot, err = q.getSlot(*dl, full); err != nil {
-			return 0, 0, err
+			return 0, 0, false, err
 		}
 	}
 
@@ -637,10 +698,11 @@ func (q *Queue) claimUnguarded(n int, dl *deadline, try bool, own int) (pos uint
 	capacity := uint64(len(q.ring))
 	start, total, rec := uint64(0), uint64(0), uint64(0)
 	for {
-		t := atomic.LoadUint64(q.tail)
+		raw := atomic.LoadUint64(q.tail)
+		t := raw &^ tailSleep
 		if t&15 != 0 {
 			q.giveUp(slot, own)
-			return 0, 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d is not a record boundary", ErrCorrupt, t)}
+			return 0, 0, false, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d is not a record boundary", ErrCorrupt, t)}
 		}
 		toEnd := capacity - t&q.mask
 		total, rec = need, t
@@ -653,9 +715,9 @@ func (q *Queue) claimUnguarded(n int, dl *deadline, try bool, own int) (pos uint
 			if h > t {
 				// Our tail is old: others claimed and the consumer released
 				// since. Look again, unless head is beyond tail as it is now.
-				if t2 := atomic.LoadUint64(q.tail); h > t2 {
+				if t2 := q.loadTail(); h > t2 {
 					q.giveUp(slot, own)
-					return 0, 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: head %d beyond tail %d", ErrCorrupt, h, t2)}
+					return 0, 0, false, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: head %d beyond tail %d", ErrCorrupt, h, t2)}
 				}
 				continue
 			}
@@ -663,16 +725,16 @@ func (q *Queue) claimUnguarded(n int, dl *deadline, try bool, own int) (pos uint
 				// Never so for a true tail and head (head is loaded after
 				// t, and tail never gets more than capacity past head).
 				q.giveUp(slot, own)
-				return 0, 0, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d more than the capacity beyond head %d", ErrCorrupt, t, h)}
+				return 0, 0, false, &Error{Op: "claim", Name: q.name(), Err: fmt.Errorf("%w: tail %d more than the capacity beyond head %d", ErrCorrupt, t, h)}
 			}
 			if t+total-h > capacity {
 				if try {
 					q.giveUp(slot, own)
-					return 0, 0, q.pollErr(&q.errFull, "claim", ErrFull)
+					return 0, 0, false, q.pollErr(&q.errFull, "claim", ErrFull)
 				}
 				if err := q.waitRoom(t, total, dl); err != nil {
 					q.giveUp(slot, own)
-					return 0, 0, &Error{Op: "claim", Name: q.name(), Err: err}
+					return 0, 0, false, &Error{Op: "claim", Name: q.name(), Err: err}
 				}
 				continue
 			}
@@ -683,8 +745,9 @@ func (q *Queue) claimUnguarded(n int, dl *deadline, try bool, own int) (pos uint
 		if tw := q.slotWord(slot, 2); atomic.LoadUint64(tw) != total {
 			atomic.StoreUint64(tw, total)
 		}
-		if atomic.CompareAndSwapUint64(q.tail, t, t+total) {
+		if atomic.CompareAndSwapUint64(q.tail, raw, t+total) {
 			start = t
+			wake = raw&tailSleep != 0
 			break
 		}
 		// Not ours: take the candidate back at once. Left there, it would
@@ -695,9 +758,9 @@ func (q *Queue) claimUnguarded(n int, dl *deadline, try bool, own int) (pos uint
 	}
 	if rec != start {
 		atomic.StoreUint64(q.hd(start), recHeader(rec-start-qRecHeader, recPadding, slot))
-		atomic.StoreUint64(q.hc(start), commitWord(start))
+		storeRelease(q.hc(start), commitWord(start))
 	}
-	return rec, slot, nil
+	return rec, slot, wake, nil
 }
 
 // giveUp returns a slot of the pool that a failed claim took.
@@ -717,7 +780,7 @@ func (q *Queue) waitRoom(t, total uint64, dl *deadline) error {
 	capacity := uint64(len(q.ring))
 	spins := spinBudget(unsafe.Pointer(q.pwake))
 	for i := 0; i < spins && !dl.spinDone(i); i++ {
-		if atomic.LoadUint64(q.tail) != t || t+total-atomic.LoadUint64(q.head) <= capacity {
+		if q.loadTail() != t || t+total-atomic.LoadUint64(q.head) <= capacity {
 			spinWon(unsafe.Pointer(q.pwake))
 			return nil
 		}
@@ -733,7 +796,7 @@ func (q *Queue) waitRoom(t, total uint64, dl *deadline) error {
 			continue
 		}
 		v |= 1
-		if atomic.LoadUint64(q.tail) != t || t+total-atomic.LoadUint64(q.head) <= capacity {
+		if q.loadTail() != t || t+total-atomic.LoadUint64(q.head) <= capacity {
 			return nil
 		}
 		if err := dl.sleep(q.pwake, v, eventSlice); err != nil {
@@ -769,7 +832,7 @@ func (q *Queue) getSlot(dl deadline, full error) (_ int, err error) {
 				return i, nil
 			}
 		}
-		head, tail := atomic.LoadUint64(q.head), atomic.LoadUint64(q.tail)
+		head, tail := atomic.LoadUint64(q.head), q.loadTail()
 		for i := 0; i < q.nsl; i++ {
 			tok := q.slotWord(i, 0)
 			v := atomic.LoadUint64(tok)
@@ -786,7 +849,7 @@ func (q *Queue) getSlot(dl deadline, full error) (_ int, err error) {
 			}
 			// Dead, so it makes no claim any more: a candidate that ends
 			// past tail now never became one (tail only grows).
-			if total != 0 && end > head && end <= atomic.LoadUint64(q.tail) {
+			if total != 0 && end > head && end <= q.loadTail() {
 				continue
 			}
 			if atomic.CompareAndSwapUint64(tok, v, self) {
@@ -1202,6 +1265,9 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 			continue
 		}
 		dl.stop = &q.stop
+		// Bit 0 of cwake on first (a fenced commit from now on wakes the
+		// consumer), then tail: a wake-up after the bit is set changes
+		// cwake, and ends the sleep below.
 		v := atomic.LoadUint32(q.cwake)
 		if v&1 == 0 {
 			if !atomic.CompareAndSwapUint32(q.cwake, v, v|1) {
@@ -1209,9 +1275,23 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 			}
 			v |= 1
 		}
-		// Look again, now that a producer committing will see the bit, and
-		// into a claim in progress, whose producer may be dead.
+		r := c.read
+		t := atomic.LoadUint64(q.tail)
+		marked := t == r|tailSleep // left there by a consumer that died asleep
+		if t == r {
+			// Empty: mark tail. The claim that takes the mark off (every
+			// claim CASes tail) wakes the consumer after its commit.
+			if !atomic.CompareAndSwapUint64(q.tail, r, r|tailSleep) {
+				continue // a claim came: look at it
+			}
+			marked = true
+		}
+		// Look again, and into a claim in progress, whose producer may be
+		// dead.
 		if m, wait, err := c.next(true); err != nil || !wait {
+			if marked {
+				atomic.CompareAndSwapUint64(q.tail, r|tailSleep, r)
+			}
 			if err != nil {
 				return Message{}, &Error{Op: "receive", Name: q.name(), Err: err}
 			}
@@ -1224,7 +1304,24 @@ func (c *Consumer) wait(dl deadline) (Message, error) {
 		if c.watch.who != 0 {
 			slice = c.watch.left(time.Now()) // a producer to check on
 		}
-		if err := dl.sleep(q.cwake, v, slice); err != nil {
+		if !marked {
+			// A claim in progress at r, made before any mark: a fenced
+			// commit of it will wake the consumer (bit 0 of cwake), an
+			// unfenced one (a short Send) will not. A live producer makes
+			// those within moments unless it was descheduled: poll a
+			// little, then sleep in short slices.
+			if c.pollClaim(r) {
+				continue
+			}
+			slice = min(slice, claimSleep)
+		}
+		err = dl.sleep(q.cwake, v, slice)
+		if marked {
+			// Take the mark back unless a claim did: a mark left there
+			// would cost the next commit a system call.
+			atomic.CompareAndSwapUint64(q.tail, r|tailSleep, r)
+		}
+		if err != nil {
 			// A last look: a message that came in the meantime is taken.
 			if m, wait, err2 := c.next(false); err2 == nil && !wait {
 				return m, nil
@@ -1261,7 +1358,7 @@ func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 		if !q.written(pos) {
 			tail := c.tail
 			if pos >= tail {
-				tail = atomic.LoadUint64(q.tail)
+				tail = q.loadTail()
 				c.tail = tail
 				if pos == tail {
 					return Message{}, true, nil
@@ -1273,7 +1370,7 @@ func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 			if !scan && c.postpone(pos) {
 				return Message{}, true, nil
 			}
-			tail = atomic.LoadUint64(q.tail)
+			tail = q.loadTail()
 			c.tail = tail
 			skip, wait := c.gap(pos, tail)
 			if wait {
@@ -1311,6 +1408,26 @@ func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 		}
 	}
 }
+
+// pollClaim polls the commit word at r for a while (a claim in progress
+// there) and reports whether the record was written.
+func (c *Consumer) pollClaim(r uint64) bool {
+	for i := 0; i < claimPolls; i++ {
+		spinPause()
+		if c.q.written(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// claimPolls is how many times a consumer about to sleep polls a claim in
+// progress at its position, and claimSleep how long it then sleeps at most
+// before it looks again: that claim's commit does not wake it.
+const (
+	claimPolls = 256
+	claimSleep = time.Millisecond
+)
 
 // spinLook is how many polls of a commit word a spinning consumer makes
 // between two calls of next.
@@ -1465,7 +1582,7 @@ func (q *Queue) Stats() (st QueueStats, err error) {
 		Capacity:   len(q.ring),
 		MaxMessage: q.max,
 		Head:       atomic.LoadUint64(q.head),
-		Tail:       atomic.LoadUint64(q.tail),
+		Tail:       q.loadTail(),
 		Skipped:    atomic.LoadUint64(q.skipped),
 		Aborted:    atomic.LoadUint64(q.aborted),
 	}
