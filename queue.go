@@ -80,9 +80,11 @@ import (
 // so that whoever sees hc sees hd and the payload. A fenced commit (Commit,
 // Abort, a Send of more than fastSend bytes) stores hc with a full barrier
 // and then loads cwake, and wakes the consumer if bit 0 was set; an
-// unfenced one (a short Send) stores hc with release order only and does
-// not look at cwake. Either wakes the consumer when its CAS took the sleep
-// mark off tail. (Stores that an atomic operation of the producer's
+// unfenced one (a short Send) stores hc with release order only, and
+// looks at cwake only right after its CAS of tail: if bit 0 was set then,
+// it wakes the consumer after its commit if the bit still is (see
+// sendIn: the claim that took the mark may never be committed). Either
+// wakes the consumer when its CAS took the sleep mark off tail. (Stores that an atomic operation of the producer's
 // publishes, its slot's start and hd, are plain stores on 64-bit machines:
 // see storeOrdered; storeRelease is the unfenced hc store.)
 //
@@ -116,6 +118,10 @@ import (
 //     the consumer. Such a claim is in progress only for the time of a
 //     short copy, so the consumer (not marked: tail was past r) polls the
 //     record claimPolls times, then sleeps at most claimSleep at a time.
+//     (A short Send whose CAS of tail came after the consumer set bit 0
+//     wakes it, as a fenced commit does: a claim that took the mark but
+//     whose producer died would wake nobody, and the messages behind
+//     it would wait for the end of the consumer's sleep.)
 //
 // Why three: a full barrier after the commit word, on every message, waits
 // for the payload's cache lines and cost a third of the throughput of
@@ -625,9 +631,27 @@ func (q *Queue) sendIn(b []byte, dl *deadline, try bool, own int) (err error) {
 	if err != nil {
 		return err
 	}
+	fenced := len(b) > fastSend
+	// The consumer may sleep (bit 0 of cwake) and no mark told us: an
+	// earlier claim took it, and its producer is to wake the consumer
+	// after its commit. That producer may die (or its Queue be closed)
+	// before it commits, and then nobody would wake the consumer before
+	// the end of its sleep slice (20 ms): only then would it start to
+	// look into the dead claim, and this message, behind it, would be
+	// held up twice as long as a dead claim may. So a short Send that
+	// finds bit 0 set after its CAS of tail (an atomic operation: the
+	// load comes after it) wakes the consumer after its commit, if the
+	// bit is still set then. (A fenced commit looks at cwake anyway.)
+	// The word is written only by a consumer going to sleep and by its
+	// wakers: while the consumer keeps up, the load hits the cache.
+	sleeper := !wake && !fenced && atomic.LoadUint32(q.cwake)&1 != 0
 	c := Claim{q: q, pos: pos, n: uint32(len(b)), slot: int32(slot), own: own >= 0, wake: wake}
 	copy(c.Bytes(), b)
-	return c.publish(recCommitted, len(b) > fastSend)
+	err = c.publish(recCommitted, fenced)
+	if sleeper {
+		q.wakeConsumer()
+	}
+	return err
 }
 
 // checkClaim checks a claim of n bytes in slot own before it touches the
