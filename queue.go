@@ -733,7 +733,9 @@ func (q *Queue) claimUnguarded(n int, dl *deadline, try bool, own int) (pos uint
 		if need > toEnd {
 			total, rec = toEnd+need, t+toEnd
 		}
-		if t+total-q.headCache.Load() > capacity {
+		// (t+total < t: a damaged tail near 2^64, which the check
+		// below finds more than the capacity beyond head.)
+		if t+total-q.headCache.Load() > capacity || t+total < t {
 			h := atomic.LoadUint64(q.head)
 			q.headCache.Store(h)
 			if h > t {

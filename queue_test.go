@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -355,5 +356,33 @@ func TestQueueCommitTwiceAfterWrap(t *testing.T) {
 	m, err := c.Receive()
 	if err != nil || string(m.Bytes()[:5]) != "fresh" {
 		t.Fatalf("after the refused commit: %v %q", err, m.Bytes())
+	}
+}
+
+// TestQueueTailNearWrap: a damaged tail near 2^64 (head far below it) is
+// ErrCorrupt for every claim size: the room check's t+total overflowed,
+// and a claim that wrapped past 2^64 was taken (a Send returned nil, and
+// the consumer skipped its record as a dead claim).
+func TestQueueTailNearWrap(t *testing.T) {
+	seg, err := Create(testName(t), QueueSize(16384, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Close()
+	q, err := FormatQueue(seg.Bytes(), 16384, 0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	for _, n := range []int{0, 64, 4097, q.MaxMessage()} {
+		atomic.StoreUint64(q.head, 96)
+		atomic.StoreUint64(q.tail, 1<<64-16)
+		q.headCache.Store(96)
+		if err := q.TrySend(make([]byte, n)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("TrySend of %d bytes at tail 2^64-16, head 96: %v, want ErrCorrupt", n, err)
+		}
+		if got := atomic.LoadUint64(q.tail); got != 1<<64-16 {
+			t.Errorf("TrySend of %d bytes moved tail to %d", n, got)
+		}
 	}
 }
