@@ -18,7 +18,10 @@ import (
 // RWMutex must not be copied after first use. It is 2112 bytes.
 //
 // A writer that is waiting keeps new readers out, so a steady stream of
-// readers cannot starve it; as with sync.RWMutex, this prohibits recursive
+// readers cannot starve it; and a reader that has waited a few
+// milliseconds gets a turn (writers hold back for at most 5 ms), so
+// writers that take the lock one after the other cannot starve readers.
+// As with sync.RWMutex, this prohibits recursive
 // read locking: a goroutine that holds a read lock and calls RLock again
 // waits behind a writer that waits for it (use the Timeout and Context
 // forms if that can happen). A read lock belongs to the process that took it
@@ -89,6 +92,20 @@ import (
 // slots, so it never sleeps through the last reader leaving. Releasing w
 // wakes every sleeper on it when its readers bit is set.
 //
+// Readers' turn: a writer that unlocks and locks again at once, or writers
+// that take w one after the other, could keep a reader out for ever (it
+// adds its count and loads w only to find w held again: on a slow
+// scheduler, such as Wine's, for seconds). A reader that has waited for
+// readerPatience stores turn, a time turnLength ahead (wall clock, Unix
+// ns, every process reads the same), each time it wakes and finds w held.
+// A writer that gets w while the turn lasts lets w go (waking the readers)
+// and waits for the turn to end before it tries again; TryLock fails. The
+// reader that gets in ends the turn (a CAS of the value it stored), and so
+// does one that gives up. A turn that has passed, or that lies further
+// ahead than a turn can (a damaged word, a clock set back), is over. So a
+// writer waits for a starving reader at most turnLength at a time, and a
+// reader dead in its turn delays writers by at most that, once.
+//
 // Owner death: writers recover w as Mutex does. A reader that waited for
 // the same writer for a liveness slice asks whether it is alive; if it is
 // dead, the reader takes w itself (reporting ErrOwnerDead), and releases it
@@ -100,7 +117,8 @@ type RWMutex struct {
 	drain uint32
 	_     uint32
 	idle  [rwSlots / 64]uint64
-	_     [2]uint64 // the slots start on a cache line of their own
+	turn  int64  // readers' turn: until when (Unix ns) writers let readers in; 0 none
+	_     uint64 // the slots start on a cache line of their own
 	slots [rwSlots]uint64
 }
 
@@ -126,6 +144,43 @@ var (
 		return uint(t % rwSlots)
 	}()
 )
+
+// readerPatience is how long a reader waits before it asks for a turn;
+// turnLength how long a turn lasts at most.
+const (
+	readerPatience = 2 * time.Millisecond
+	turnLength     = 5 * time.Millisecond
+)
+
+// turnActive reports whether the readers' turn lasts, ending a turn that
+// is over.
+func (rw *RWMutex) turnActive() bool {
+	u := atomic.LoadInt64(&rw.turn)
+	if u == 0 {
+		return false
+	}
+	if left := u - time.Now().UnixNano(); left > 0 && left <= int64(2*turnLength) {
+		return true
+	}
+	atomic.CompareAndSwapInt64(&rw.turn, u, 0)
+	return false
+}
+
+// askTurn starts (or prolongs) a readers' turn and returns the value it
+// stored.
+func (rw *RWMutex) askTurn() int64 {
+	v := time.Now().Add(turnLength).UnixNano()
+	atomic.StoreInt64(&rw.turn, v)
+	return v
+}
+
+// endTurn ends the turn a reader asked for (mine, 0 if none) unless
+// another reader asked since.
+func (rw *RWMutex) endTurn(mine int64) {
+	if mine != 0 {
+		atomic.CompareAndSwapInt64(&rw.turn, mine, 0)
+	}
+}
 
 // slotToken returns the owner token in slot value v.
 func slotToken(v uint64) owner.Token { return owner.Token(v >> 8) }
@@ -293,6 +348,9 @@ func (rw *RWMutex) rlockSlow(dl deadline) (err error) {
 	spins := spinBudget(unsafe.Pointer(word))
 	spinning := spins > 0 // until the spin ends
 	slept := false
+	var since time.Time // of the first sleep
+	var mine int64      // the turn this reader asked for
+	defer func() { rw.endTurn(mine) }()
 	for {
 		st := atomic.LoadUint64(&rw.w.state)
 		if st&mHeld == 0 {
@@ -344,6 +402,11 @@ func (rw *RWMutex) rlockSlow(dl deadline) (err error) {
 		}
 		if w == nil {
 			w = dl.watch(word)
+		}
+		if !slept {
+			since = now
+		} else if now.Sub(since) >= readerPatience {
+			mine = rw.askTurn() // see "Readers' turn"
 		}
 		err := dl.sleep(word, uint32(st), ow.left(now))
 		slept = true
@@ -448,6 +511,9 @@ func (rw *RWMutex) Lock() {
 // TryLock locks rw for writing if it is free, and reports whether it did.
 func (rw *RWMutex) TryLock() bool {
 	defer panicOnFault(debug.SetPanicOnFault(true))
+	if atomic.LoadInt64(&rw.turn) != 0 && rw.turnActive() {
+		return false
+	}
 	if !rw.w.TryLock() {
 		return false
 	}
@@ -480,7 +546,7 @@ func (rw *RWMutex) lockSlow(dl deadline) (err error) {
 	// free and no reader, reads the whole slot table.
 	defer catchFault(&err, debug.SetPanicOnFault(true))
 	held := atomic.CompareAndSwapUint64(&rw.w.state, 0, selfWord)
-	if held && rw.readers() < 0 {
+	if held && atomic.LoadInt64(&rw.turn) == 0 && rw.readers() < 0 {
 		return nil
 	}
 	return rw.lockWait(dl, held)
@@ -490,19 +556,42 @@ func (rw *RWMutex) lockSlow(dl deadline) (err error) {
 // readers to leave.
 func (rw *RWMutex) lockWait(dl deadline, held bool) error {
 	var result error
-	if !held {
-		result = rw.w.lockSlow(dl, futex.All)
-		if result != nil && result != ErrOwnerDead {
-			return result
+	for {
+		if !held {
+			err := rw.w.lockSlow(dl, futex.All)
+			if err != nil && err != ErrOwnerDead {
+				return err
+			}
+			if err == ErrOwnerDead {
+				result = err // reported once the lock is ours
+				rw.repairMarks()
+			}
 		}
-		if result == ErrOwnerDead {
-			rw.repairMarks()
+		if !rw.turnActive() {
+			break
+		}
+		// Readers' turn: let them in, wait for it to end, try again.
+		rw.w.Unlock()
+		held = false
+		if err := rw.waitTurn(dl); err != nil {
+			return err
 		}
 	}
 	if rw.readers() < 0 {
 		return result
 	}
 	return rw.drainReaders(dl, result)
+}
+
+// waitTurn waits, holding nothing, until the readers' turn is over.
+func (rw *RWMutex) waitTurn(dl deadline) error {
+	for rw.turnActive() {
+		if err := dl.expired(); err != nil {
+			return err
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return nil
 }
 
 // drainReaders waits, holding w, until no read lock is held.
