@@ -575,8 +575,12 @@ func (rw *RWMutex) lockWait(dl deadline, held bool) error {
 			if err != nil && err != ErrOwnerDead {
 				return err
 			}
+			// Reported once the lock is ours, as this locking of w found
+			// it: after a turn, the mark an earlier locking found may have
+			// been cleared by a writer that got w meanwhile (ErrOwnerDead
+			// for data already repaired), or set by a takeover meanwhile.
+			result = err
 			if err == ErrOwnerDead {
-				result = err // reported once the lock is ours
 				rw.repairMarks()
 			}
 		}
