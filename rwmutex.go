@@ -97,7 +97,11 @@ import (
 // adds its count and loads w only to find w held again: on a slow
 // scheduler, such as Wine's, for seconds). A reader that has waited for
 // readerPatience stores turn, a time turnLength ahead (wall clock, Unix
-// ns, every process reads the same), each time it wakes and finds w held.
+// ns, every process reads the same), each time it wakes and finds w held,
+// and it wakes every turnLength/2 while w stays held: a turn asked only
+// when the reader woke ran out while the writer that had just taken w held
+// it longer than turnLength, and the writer after that saw none (readers
+// waited 200-300 ms for writers holding 15 ms each back to back).
 // A writer that gets w while the turn lasts lets w go (waking the readers)
 // and waits for the turn to end before it tries again; TryLock fails. The
 // reader that gets in ends the turn (a CAS of the value it stored), and so
@@ -403,12 +407,21 @@ func (rw *RWMutex) rlockSlow(dl deadline) (err error) {
 		if w == nil {
 			w = dl.watch(word)
 		}
+		// See "Readers' turn": once patient, ask for the turn, and keep it
+		// asked (wake before it ends) for as long as w stays held, so that
+		// it still lasts when the writer in the way lets w go, however long
+		// that writer holds it.
+		slice := ow.left(now)
 		if !slept {
 			since = now
+			slice = min(slice, readerPatience)
 		} else if now.Sub(since) >= readerPatience {
-			mine = rw.askTurn() // see "Readers' turn"
+			mine = rw.askTurn()
+			slice = min(slice, turnLength/2)
+		} else {
+			slice = min(slice, readerPatience-now.Sub(since))
 		}
-		err := dl.sleep(word, uint32(st), ow.left(now))
+		err := dl.sleep(word, uint32(st), slice)
 		slept = true
 		if err != nil {
 			// Judge the writer once more before leaving, so that readers
@@ -562,8 +575,12 @@ func (rw *RWMutex) lockWait(dl deadline, held bool) error {
 			if err != nil && err != ErrOwnerDead {
 				return err
 			}
+			// Reported once the lock is ours, as this locking of w found
+			// it: after a turn, the mark an earlier locking found may have
+			// been cleared by a writer that got w meanwhile (ErrOwnerDead
+			// for data already repaired), or set by a takeover meanwhile.
+			result = err
 			if err == ErrOwnerDead {
-				result = err // reported once the lock is ours
 				rw.repairMarks()
 			}
 		}
