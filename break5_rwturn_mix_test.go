@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -276,10 +277,18 @@ func TestBreak5RWTurnMix(t *testing.T) {
 	if r := time.Duration(a.worstR); r > 100*time.Millisecond {
 		t.Errorf("a reader's RLock waited %v", r)
 	}
-	if o := time.Duration(a.overW); o > 15*time.Millisecond {
+	// A scheduling delay: on Linux, 15 ms at most. Under Wine (the
+	// Windows run) timed locks of this mix return 15-48 ms late with the
+	// readers' turn and without it alike (measured with turns disabled):
+	// Wine's scheduling of 14 busy threads on 2 CPUs, not the lock.
+	late := 15 * time.Millisecond
+	if runtime.GOOS == "windows" {
+		late = 100 * time.Millisecond
+	}
+	if o := time.Duration(a.overW); o > late {
 		t.Errorf("a writer's timed lock returned %v after its deadline", o)
 	}
-	if o := time.Duration(a.overR); o > 15*time.Millisecond {
+	if o := time.Duration(a.overR); o > late {
 		t.Errorf("a reader's timed lock returned %v after its deadline", o)
 	}
 }
