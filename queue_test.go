@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -384,5 +385,78 @@ func TestQueueTailNearWrap(t *testing.T) {
 		if got := atomic.LoadUint64(q.tail); got != 1<<64-16 {
 			t.Errorf("TrySend of %d bytes moved tail to %d", n, got)
 		}
+	}
+}
+
+// TestQueueOtherGoroutinesRun: goroutines asleep in a queue's waits (two
+// consumers on empty queues, a producer on a full one) do not keep the
+// process's only P: with GOMAXPROCS 1 and spinning off, other goroutines
+// and timers go on.
+func TestQueueOtherGoroutinesRun(t *testing.T) {
+	const capacity = 1024
+	var qs [3]*Queue
+	for i := range qs {
+		seg, err := Create(testName(t)+fmt.Sprint(i), QueueSize(capacity, 2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer seg.Close()
+		if qs[i], err = FormatQueue(seg.Bytes(), capacity, 0, 2); err != nil {
+			t.Fatal(err)
+		}
+		defer qs[i].Close()
+	}
+	var cs [3]*Consumer
+	for i := range cs {
+		var err error
+		if cs[i], err = qs[i].Consumer(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := make([]byte, 64)
+	for qs[2].TrySend(msg) == nil {
+	}
+	old := SetSpin(0)
+	defer SetSpin(old)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	errs := make(chan error, 3)
+	for i := 0; i < 2; i++ {
+		go func() {
+			m, err := cs[i].ReceiveTimeout(10 * time.Second)
+			if err == nil {
+				err = cs[i].Release(m)
+			}
+			errs <- err
+		}()
+	}
+	go func() { errs <- qs[2].SendTimeout(msg, 10*time.Second) }()
+	// With one P, a waiter that kept it while asleep in the kernel would
+	// let this goroutine run only between two of its sleeps (slices of up
+	// to 20 ms): count the 1 ms naps it gets through in 100 ms.
+	time.Sleep(5 * time.Millisecond) // the waiters go to sleep
+	naps := 0
+	for start := time.Now(); time.Since(start) < 100*time.Millisecond; naps++ {
+		time.Sleep(time.Millisecond)
+	}
+	for i := 0; i < 2; i++ {
+		if err := qs[i].Send(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := cs[2].Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs[2].Release(m); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("a waiter: %v", err)
+		}
+	}
+	t.Logf("%d naps of 1 ms in 100 ms", naps)
+	if naps < 20 {
+		t.Fatalf("with three goroutines asleep in queue waits and GOMAXPROCS 1, another got through %d naps of 1 ms in 100 ms", naps)
 	}
 }
