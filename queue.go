@@ -146,12 +146,11 @@ import (
 // a record belongs to its producer from its CAS of tail to its commit, to
 // the consumer from the commit to the release, and to nobody after.
 type Queue struct {
-	mem   []byte // the queue's block: control words, slots, ring
-	ring  []byte
-	mask  uint64
-	shift uint32
-	max   int // largest payload
-	nsl   int // producer slots
+	mem  []byte // the queue's block: control words, slots, ring
+	ring []byte
+	mask uint64
+	max  int // largest payload
+	nsl  int // producer slots
 
 	tail, head, consumer *uint64
 	cwake, pwake         *uint32
@@ -308,11 +307,10 @@ func AttachQueue(b []byte) (q *Queue, err error) {
 		return nil, fmt.Errorf("%w: queue of %d bytes does not fit in %d", ErrCorrupt, QueueSize(capacity, nsl), len(b))
 	}
 	q = &Queue{
-		mem:   b[:QueueSize(capacity, nsl)],
-		mask:  uint64(capacity - 1),
-		shift: shift,
-		max:   maxMsg,
-		nsl:   nsl,
+		mem:  b[:QueueSize(capacity, nsl)],
+		mask: uint64(capacity - 1),
+		max:  maxMsg,
+		nsl:  nsl,
 	}
 	q.ring = q.mem[qOffSlots+nsl*qSlotSize:]
 	q.tail = (*uint64)(unsafe.Pointer(&b[qOffTail]))
@@ -375,8 +373,6 @@ const tailSleep = 1
 
 // loadTail loads tail's position (without the consumer's sleep mark).
 func (q *Queue) loadTail() uint64 { return atomic.LoadUint64(q.tail) &^ tailSleep }
-
-func recSlot(h uint64) int { return int(h >> 48) }
 
 // A Queue's life: its calls look at the closed flag first and fail with
 // ErrClosed once it is set. The calls that wait (for a message, for room)
@@ -493,18 +489,18 @@ func (c Claim) finish(state uint64) (err error) {
 	if q.written(c.pos) || atomic.LoadUint64(q.head) > c.pos {
 		return c.finishedErr()
 	}
-	return c.publish(state, true)
+	return c.publish(state, true, true)
 }
 
 // publish commits (or aborts) a claim known to be neither yet, for a
 // caller that guards it.
 //
-// A fenced commit stores the commit word with a full barrier and then
-// wakes the consumer if bit 0 of cwake says it may sleep (see Queue,
-// "Sleeping"); an unfenced one (a Send of at most fastSend bytes) stores
-// it with release order only. Either wakes the consumer when its claim
-// took the consumer's mark off tail.
-func (c Claim) publish(state uint64, fenced bool) error {
+// A fenced commit stores the commit word with a full barrier, an unfenced
+// one (a Send of at most fastSend bytes) with release order only (see
+// Queue, "Sleeping"). After it, the consumer is woken if the claim took
+// its mark off tail, else, if look is set (always for a fenced commit),
+// if bit 0 of cwake says it may sleep.
+func (c Claim) publish(state uint64, fenced, look bool) error {
 	q := c.q
 	// The length, state and slot first, then the commit word: whoever
 	// sees the commit word (an atomic load) sees them, and the payload.
@@ -522,7 +518,7 @@ func (c Claim) publish(state uint64, fenced bool) error {
 	}
 	if c.wake {
 		q.wakeMarked()
-	} else if fenced {
+	} else if look {
 		q.wakeConsumer()
 	}
 	return nil
@@ -644,14 +640,10 @@ func (q *Queue) sendIn(b []byte, dl *deadline, try bool, own int) (err error) {
 	// bit is still set then. (A fenced commit looks at cwake anyway.)
 	// The word is written only by a consumer going to sleep and by its
 	// wakers: while the consumer keeps up, the load hits the cache.
-	sleeper := !wake && !fenced && atomic.LoadUint32(q.cwake)&1 != 0
+	look := fenced || !wake && atomic.LoadUint32(q.cwake)&1 != 0
 	c := Claim{q: q, pos: pos, n: uint32(len(b)), slot: int32(slot), own: own >= 0, wake: wake}
 	copy(c.Bytes(), b)
-	err = c.publish(recCommitted, fenced)
-	if sleeper {
-		q.wakeConsumer()
-	}
-	return err
+	return c.publish(recCommitted, fenced, look)
 }
 
 // checkClaim checks a claim of n bytes in slot own before it touches the
@@ -1410,10 +1402,14 @@ func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 		n := recLen(h)
 		size := align16(qRecHeader + n)
 		idx := pos & q.mask
-		switch recState(h) {
-		case recCommitted:
+		switch st := recState(h); st {
+		case recCommitted, recAborted:
 			if n > uint64(q.max) || idx+size > capacity || !c.within(pos+size) {
 				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
+			}
+			if st == recAborted {
+				c.skipTo(pos + size)
+				continue
 			}
 			c.read = pos + size
 			c.taken = c.read
@@ -1424,11 +1420,6 @@ func (c *Consumer) next(scan bool) (m Message, wait bool, err error) {
 				return Message{}, false, fmt.Errorf("%w: padding at %d of length %d", ErrCorrupt, pos, n)
 			}
 			c.skipTo(pos + capacity - idx)
-		case recAborted:
-			if n > uint64(q.max) || idx+size > capacity || !c.within(pos+size) {
-				return Message{}, false, fmt.Errorf("%w: record at %d of length %d", ErrCorrupt, pos, n)
-			}
-			c.skipTo(pos + size)
 		default:
 			return Message{}, false, fmt.Errorf("%w: record at %d in state %d", ErrCorrupt, pos, recState(h))
 		}
@@ -1483,13 +1474,10 @@ func (c *Consumer) within(end uint64) bool {
 // message is held (all received ones released) their space is released at
 // once, else with the last message held (Release).
 func (c *Consumer) skipTo(pos uint64) {
-	held := c.taken > c.released
 	c.read = pos
 	c.watch.who = 0
-	if !held {
-		c.released = pos
-		atomic.StoreUint64(c.q.head, pos)
-		c.q.wakeProducers()
+	if c.taken <= c.released { // no message held
+		c.releaseTo(pos)
 	}
 }
 
