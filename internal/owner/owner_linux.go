@@ -114,19 +114,10 @@ func Alive(addr unsafe.Pointer, t Token) bool {
 	// closed it behind our back may have had its number reused for another
 	// file, where nobody holds the owner's byte.
 	var st unix.Stat_t
-	if err := fstat(l[i].fd, &st); err != nil || uint64(st.Dev) != l[i].dev || st.Ino != l[i].ino {
+	if err := unix.Fstat(l[i].fd, &st); err != nil || uint64(st.Dev) != l[i].dev || st.Ino != l[i].ino {
 		return true
 	}
 	return holds(l[i].fd, t)
-}
-
-// fstat is unix.Fstat without letting st escape to the heap.
-func fstat(fd int, st *unix.Stat_t) error {
-	_, _, e := syscall.Syscall(unix.SYS_FSTAT, uintptr(fd), uintptr(unsafe.Pointer(st)), 0)
-	if e != 0 {
-		return e
-	}
-	return nil
 }
 
 // HeldIn reports whether any process holds t's liveness lock on the file
