@@ -3,6 +3,7 @@
 package shm
 
 import (
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 )
@@ -21,6 +22,25 @@ import (
 // race with it on purpose, hence the atomic store under it (store_race.go).
 func storeOrdered(p *uint64, v uint64) {
 	if unsafe.Sizeof(uintptr(0)) == 8 {
+		*p = v
+		return
+	}
+	atomic.StoreUint64(p, v)
+}
+
+// storeRelease stores v at p with release order: a process that loads p
+// and sees v sees every store this goroutine made before it. A queue's
+// unfenced commit word publishes its record so.
+//
+// On amd64 every store has release order (stores are seen in the order
+// they were made, and the Go compiler keeps stores in program order), so a
+// plain store does; the atomic store, an XCHG, is also a full barrier,
+// which would make the producer wait for its payload's cache lines on
+// every message. Nothing in the queue's protocol needs that barrier there
+// (see Queue, "Sleeping"). Elsewhere it is an atomic store (a release
+// store on arm64), and under the race detector too (store_race.go).
+func storeRelease(p *uint64, v uint64) {
+	if runtime.GOARCH == "amd64" {
 		*p = v
 		return
 	}
