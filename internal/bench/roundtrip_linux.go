@@ -225,20 +225,25 @@ func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
 // not), and removes the segment.
 func (p *Peer) Close() {
 	p.command(Job{Mode: exit})
-	stop := time.After(5 * time.Second)
-	select {
-	case <-p.exited:
-	case <-stop:
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-	for _, h := range p.helpers {
-		select {
-		case <-h.exited:
-		case <-stop:
-			h.cmd.Process.Kill()
-			<-h.exited
+	// One deadline for all of them (a time.After channel delivers once).
+	stop := time.NewTimer(5 * time.Second)
+	defer stop.Stop()
+	expired := false
+	end := func(cmd *exec.Cmd, exited <-chan struct{}) {
+		if !expired {
+			select {
+			case <-exited:
+				return
+			case <-stop.C:
+				expired = true
+			}
 		}
+		cmd.Process.Kill()
+		<-exited
+	}
+	end(p.cmd, p.exited)
+	for _, h := range p.helpers {
+		end(h.cmd, h.exited)
 	}
 	unix.Close(p.pipeW)
 	unix.Close(p.pipeR)
