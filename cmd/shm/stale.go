@@ -31,13 +31,10 @@ func creatorOf(name string, head []byte) (p shm.Process, ok bool) {
 // creatorString describes the creator recorded in a managed segment's
 // header: "pid N (alive)", "pid N (dead)", or "-" when there is no record.
 func creatorString(p shm.Process, ok bool) string {
-	switch {
-	case !ok || p.PID == 0:
+	if !ok || p.PID == 0 {
 		return "-"
-	case p.Alive:
-		return fmt.Sprintf("pid %d (alive)", p.PID)
 	}
-	return fmt.Sprintf("pid %d (dead)", p.PID)
+	return p.String()
 }
 
 // staleReason says why the segment whose first bytes are b is stale, or ""
@@ -75,6 +72,7 @@ func removeStale(e *env, paths []string, dry bool) error {
 		errs = append(errs, err)
 	}
 	removed := 0
+	done := map[string]bool{} // segments removed (or, dry, to be) with their links
 	for _, p := range paths {
 		links, err := linkFiles(p)
 		if err != nil {
@@ -101,6 +99,7 @@ func removeStale(e *env, paths []string, dry bool) error {
 				}
 			}
 			removed++
+			done[info.Name] = true
 			fmt.Fprintf(e.stdout, "%s link %s and its segment %s (creator pid %d is dead and no process maps it)\n", verb, show(l), show(info.Name), info.PID)
 		}
 	}
@@ -110,6 +109,9 @@ func removeStale(e *env, paths []string, dry bool) error {
 			fail(err)
 		}
 		for _, s := range segs {
+			if done[s.name] {
+				continue
+			}
 			why := staleReason(s.name, s.head)
 			if why == "" {
 				continue

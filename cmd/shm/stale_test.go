@@ -123,6 +123,9 @@ func TestStale(t *testing.T) {
 	if !strings.Contains(r.stdout, "would remove link "+link) || strings.Contains(r.stdout, "removed") {
 		t.Errorf("rm --stale -n does not say what it would remove:\n%s", r.stdout)
 	}
+	if strings.Contains(r.stdout, "would remove segment "+dead) {
+		t.Errorf("rm --stale -n names the linked segment twice (its link removes it):\n%s", r.stdout)
+	}
 	if gone(dead) {
 		t.Fatal("rm --stale -n removed the stale segment")
 	}
