@@ -52,13 +52,11 @@ func panicOnFault(old bool) {
 // r is not a memory fault (or the panic of a guarded call that returns no
 // error, inside this one).
 func faultError(r any) error {
-	if err, ok := r.(error); ok && errors.Is(err, ErrCorrupt) {
-		if _, fault := r.(interface{ Addr() uintptr }); !fault {
-			return err // from panicOnFault, nested
-		}
-	}
 	f, ok := r.(interface{ Addr() uintptr })
 	if !ok {
+		if err, isErr := r.(error); isErr && errors.Is(err, ErrCorrupt) {
+			return err // from panicOnFault, nested
+		}
 		panic(r)
 	}
 	return fmt.Errorf("%w: memory fault at %#x: another process shrank the segment's file (or it was unmapped)", ErrCorrupt, f.Addr())

@@ -158,8 +158,15 @@ func (m *Managed) Creator() Process {
 // start of b, a managed segment, even one whose creator never finished
 // writing it; ok is false if b does not start with a managed header.
 func Creator(b []byte) (p Process, ok bool) {
-	if !hasMagic(b) {
+	// Guarded: b may be a mapping that another process shrinks meanwhile.
+	err := guarded(func() error {
+		if hasMagic(b) {
+			p, ok = holder(unsafe.Pointer(&b[offCreator]), headerCreator(b)), true
+		}
+		return nil
+	})
+	if err != nil {
 		return Process{}, false
 	}
-	return holder(unsafe.Pointer(&b[offCreator]), headerCreator(b)), true
+	return p, ok
 }
