@@ -868,11 +868,7 @@ func (m *Managed) giveUpLocks() {
 		for i := range rw.slots {
 			s := &rw.slots[i]
 			if v := atomic.LoadUint64(s); v&rCountMask != 0 && v&^rCountMask == readerID {
-				nw := uint64(0)
-				if atomic.LoadUint64(&rw.idle[i/64])&(1<<(i%64)) != 0 {
-					nw = rMark
-				}
-				if atomic.CompareAndSwapUint64(s, v, nw) && atomic.LoadUint64(&rw.w.state)&mHeld != 0 {
+				if rw.freeSlot(i, v) && atomic.LoadUint64(&rw.w.state)&mHeld != 0 {
 					rw.wakeWriter()
 				}
 			}

@@ -105,8 +105,8 @@ import (
 // A writer that gets w while the turn lasts lets w go (waking the readers)
 // and waits for the turn to end before it tries again; TryLock fails. The
 // reader that gets in ends the turn (a CAS of the value it stored), and so
-// does one that gives up. A turn that has passed, or that lies further
-// ahead than a turn can (a damaged word, a clock set back), is over. So a
+// does one that gives up. A turn that has passed, or that lies more than
+// two turn lengths ahead (a damaged word, a clock set back), is over. So a
 // writer waits for a starving reader at most turnLength at a time, and a
 // reader dead in its turn delays writers by at most that, once.
 //
@@ -129,7 +129,7 @@ type RWMutex struct {
 const (
 	rwSlots    = 256
 	rCountMask = 1<<8 - 1
-	rMark      = 1 << 8 // a free slot off the index (see the protocol)
+	rMark      = 1 << 8 // a free slot that writers skip (see the protocol)
 )
 
 var (
@@ -191,7 +191,7 @@ func slotToken(v uint64) owner.Token { return owner.Token(v >> 8) }
 
 // RLock locks rw for reading, waiting as long as it takes.
 func (rw *RWMutex) RLock() {
-	// The common case, small enough to be inlined: this process's home
+	// The common case, a CAS and a load: this process's home
 	// slot is free (so writers look at it) and no writer is about.
 	took := atomic.CompareAndSwapUint64(rw.home(), 0, readerOne)
 	if took && atomic.LoadUint64(&rw.w.state)&mHeld == 0 {
@@ -447,18 +447,23 @@ func (rw *RWMutex) reclaimDead() {
 	for i := range rw.slots {
 		p := &rw.slots[i]
 		if v := atomic.LoadUint64(p); v&rCountMask != 0 && !owner.Alive(unsafe.Pointer(p), slotToken(v)) {
-			// Freed as what its bit says it is: marked (bit set; a reader
-			// killed between its claim of a marked slot and its clearing of
-			// the bit) or 0 (bit clear), never 0 with the bit set, which a
-			// reader could take unseen. Nobody else changes the bit of a
-			// slot that holds read locks.
-			nw := uint64(0)
-			if atomic.LoadUint64(&rw.idle[i/64])&(1<<(i%64)) != 0 {
-				nw = rMark
-			}
-			atomic.CompareAndSwapUint64(p, v, nw)
+			rw.freeSlot(i, v)
 		}
 	}
+}
+
+// freeSlot frees slot i, which held v (read locks of a process that will
+// take no more of them: dead, or giving them up), and reports whether it
+// did. The slot is freed as what its bit says it is: marked (bit set; a
+// reader killed between its claim of a marked slot and its clearing of the
+// bit) or 0 (bit clear), never 0 with the bit set, which a reader could
+// take unseen. Nobody else changes the bit of a slot that holds read locks.
+func (rw *RWMutex) freeSlot(i int, v uint64) bool {
+	nw := uint64(0)
+	if atomic.LoadUint64(&rw.idle[i/64])&(1<<(i%64)) != 0 {
+		nw = rMark
+	}
+	return atomic.CompareAndSwapUint64(&rw.slots[i], v, nw)
 }
 
 // repairMarks is called by a process that took w over from a dead writer:
@@ -481,7 +486,7 @@ func (rw *RWMutex) repairMarks() {
 // RUnlock releases one read lock taken by this process. Releasing a read
 // lock this process does not hold does nothing.
 func (rw *RWMutex) RUnlock() {
-	// The common case, small enough to be inlined: this process's only read
+	// The common case, a CAS and a load: this process's only read
 	// lock, in its home slot, and no writer waiting.
 	took := atomic.CompareAndSwapUint64(rw.home(), readerOne, 0)
 	if took && atomic.LoadUint64(&rw.w.state)&mHeld == 0 {
@@ -522,6 +527,7 @@ func (rw *RWMutex) Lock() {
 }
 
 // TryLock locks rw for writing if it is free, and reports whether it did.
+// It fails during a readers' turn (see the protocol).
 func (rw *RWMutex) TryLock() bool {
 	defer panicOnFault(debug.SetPanicOnFault(true))
 	if atomic.LoadInt64(&rw.turn) != 0 && rw.turnActive() {
@@ -556,7 +562,7 @@ func (rw *RWMutex) LockContext(ctx context.Context) error {
 
 func (rw *RWMutex) lockSlow(dl deadline) (err error) {
 	// Guarded throughout (see "Memory faults"): even the common case, w
-	// free and no reader, reads the whole slot table.
+	// free and no reader, reads the slot table (the slots not marked free).
 	defer catchFault(&err, debug.SetPanicOnFault(true))
 	held := atomic.CompareAndSwapUint64(&rw.w.state, 0, selfWord)
 	if held && atomic.LoadInt64(&rw.turn) == 0 && rw.readers() < 0 {
