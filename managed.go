@@ -18,10 +18,10 @@ import (
 )
 
 // Config describes a managed segment: user data of Size bytes, locks that
-// each guard a byte range of it, and events. Create writes the description
-// into a header at the start of the segment, so that a process that opens
-// it (OpenManaged, OpenManagedLink) finds every lock and event by index
-// without any configuration of its own.
+// each guard a byte range of it, events, and queues. Create writes the
+// description into a header at the start of the segment, so that a process
+// that opens it (OpenManaged, OpenManagedLink) finds every lock, event and
+// queue by index without any configuration of its own.
 type Config struct {
 	Name   string      // segment name; "" picks a random one
 	Link   string      // if set, a link file naming the segment is written here
@@ -58,7 +58,8 @@ func (c *Config) AddQueue(capacity, maxMessage int) int {
 	return len(c.Queues) - 1
 }
 
-// Managed is a segment with a header that describes its locks and events.
+// Managed is a segment with a header that describes its locks, events and
+// queues.
 // Its methods are safe for concurrent use.
 type Managed struct {
 	seg  *Segment
