@@ -206,6 +206,7 @@ func (rw *RWMutex) home() *uint64 { return (*uint64)(unsafe.Add(unsafe.Pointer(r
 // rlockMiss is RLock when its common case did not apply: took tells
 // whether a share was counted in the home slot (and met a writer).
 func (rw *RWMutex) rlockMiss(took bool) {
+	defer panicOnFault(debug.SetPanicOnFault(true))
 	var ok bool
 	if took {
 		ok = rw.admit(int(readerHome))
@@ -224,7 +225,14 @@ func (rw *RWMutex) tryRLock() bool {
 	if atomic.CompareAndSwapUint64(rw.home(), 0, readerOne) {
 		return rw.admit(int(readerHome))
 	}
-	ok, _ := rw.tryRead()
+	return rw.tryReadGuarded()
+}
+
+// tryReadGuarded is tryRead off the fast path (the home slot taken), which
+// looks at other slots: guarded, as the slow paths are.
+func (rw *RWMutex) tryReadGuarded() (ok bool) {
+	defer panicOnFault(debug.SetPanicOnFault(true))
+	ok, _ = rw.tryRead()
 	return ok
 }
 
