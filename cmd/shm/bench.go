@@ -293,7 +293,7 @@ func roundTrips(trips int, oneCPU bool) ([]tripResult, error) {
 	for i, k := range kinds {
 		s := slices.Clone(ts[i])
 		slices.Sort(s)
-		res[i] = tripResult{Name: k.name, Trips: len(s), Median: s[len(s)/2], P99: s[len(s)*99/100], Note: notes[i]}
+		res[i] = tripResult{Name: k.name, Trips: len(s), Median: median(s), P99: p99(s), Note: notes[i]}
 		byName[k.name] = res[i].Median
 	}
 	for i := range res {
@@ -491,3 +491,7 @@ func cpuTime() time.Duration {
 	unix.Getrusage(unix.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// median and p99 of sorted times.
+func median(s []time.Duration) time.Duration { return s[len(s)/2] }
+func p99(s []time.Duration) time.Duration    { return s[len(s)*99/100] }

@@ -79,7 +79,7 @@ func queueBench(w io.Writer, c queueCounts) error {
 	return queueProducers(w, p, c)
 }
 
-// runs runs each job rounds times, the jobs taking turns, and returns
+// runRounds runs each job rounds times, the jobs taking turns, and returns
 // each one's run times.
 func runRounds(p *bench.Peer, rounds int, jobs []bench.Job) ([][]time.Duration, error) {
 	ts := make([][]time.Duration, len(jobs))
@@ -113,9 +113,6 @@ func tripRounds(p *bench.Peer, rounds, trips int, jobs []bench.Job) ([][]time.Du
 	}
 	return ts, nil
 }
-
-func median(s []time.Duration) time.Duration { return s[len(s)/2] }
-func p99(s []time.Duration) time.Duration    { return s[len(s)*99/100] }
 
 func queueLatency(w io.Writer, p *bench.Peer, c queueCounts) error {
 	jobs := []bench.Job{

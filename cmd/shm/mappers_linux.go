@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -21,8 +22,7 @@ func mappers(name string) (int, error) {
 	if err := unix.Lstat(shm.Dir+"/"+name, &st); err != nil {
 		return 0, err
 	}
-	dev := strconv.FormatUint(uint64(unix.Major(st.Dev)), 16)
-	dev = pad2(dev) + ":" + pad2(strconv.FormatUint(uint64(unix.Minor(st.Dev)), 16))
+	dev := fmt.Sprintf("%02x:%02x", unix.Major(st.Dev), unix.Minor(st.Dev)) // as maps prints it
 	ino := strconv.FormatUint(st.Ino, 10)
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -40,15 +40,6 @@ func mappers(name string) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-// pad2 pads a hexadecimal device number to the two digits /proc/PID/maps
-// prints at least.
-func pad2(s string) string {
-	if len(s) < 2 {
-		return "0" + s
-	}
-	return s
 }
 
 // mapsFile reports whether process pid maps the file dev (as maps prints
