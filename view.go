@@ -136,7 +136,7 @@ func CreateValue[T any](name string, init func(*T), opts ...Option) (*Segment, *
 	if init != nil {
 		hook = func(b []byte) { init((*T)(unsafe.Pointer(&b[0]))) }
 	}
-	seg, err := Create(name, size, append(opts, withInit(hook))...)
+	seg, err := Create(name, size, append(opts[:len(opts):len(opts)], withInit(hook))...)
 	if err != nil {
 		return nil, nil, err
 	}
