@@ -79,7 +79,11 @@ func TestBreak5RWTurnDamaged(t *testing.T) {
 		{"past", func() int64 { return now() - int64(time.Millisecond) }, false},
 		{"hour ago", func() int64 { return now() - int64(time.Hour) }, false},
 		{"hour ahead", func() int64 { return now() + int64(time.Hour) }, false},
-		{"just beyond", func() int64 { return now() + int64(2*turnLength) + int64(time.Millisecond) }, false},
+		// 5 ms beyond, not 1: the value comes nearer while the other
+		// process gets round to locking (under load, more than 1 ms
+		// later: it then found the value inside the longest turn, and
+		// rightly waited for it).
+		{"just beyond", func() int64 { return now() + int64(2*turnLength) + int64(5*time.Millisecond) }, false},
 		{"longest", func() int64 { return now() + int64(2*turnLength) - int64(100*time.Microsecond) }, true},
 		{"turn", func() int64 { return now() + int64(turnLength) }, true},
 		{"min+now", func() int64 { return math.MinInt64 + now() }, false},
