@@ -35,7 +35,7 @@ func TestBreak2GuardUnlockNestedFault(t *testing.T) {
 			specs[j] = LockSpec{Kind: LockMutex, Offset: j, Len: 1}
 		}
 		specs[try].Kind = LockRW
-		l, _ = plan(uint64(len(specs)), specs, nil, nil)
+		l, _ = plan(uint64(len(specs)), specs, nil, nil, nil, nil)
 		slots := int(l.locks[try].prim) + int(unsafe.Offsetof(RWMutex{}.slots))
 		home := slots + 8*int(readerHome)
 		if home+8 <= 4096 && slots+8*255 >= 4096 {

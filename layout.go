@@ -14,18 +14,20 @@ import (
 // The managed-segment header.
 //
 // A managed segment starts with a fixed 128-byte header, then a table of
-// locks, a table of events and a table of queues (32 bytes an entry), then
+// locks, a table of events, a table of queues, a table of broadcast logs
+// and a table of latest-value cells (32 bytes an entry), then
 // the primitives the tables point to (each at a 64-byte boundary, so that
 // two primitives never share a cache line), then the user data at a 64-byte
 // boundary:
 //
 //	off  size  field
 //	  0     8  magic "GOSHM\x00\x00\x01"
-//	  8     4  layout version (3)
+//	  8     4  layout version: 3, or 4 if the segment has logs or cells
+//	           (a reader of version 3 only refuses it then)
 //	 12     4  byte-order tag 0x01020304, written in the creator's order
 //	 16     4  word size (8)
 //	 20     4  state: 0 empty, 1 initializing, 2 ready (published last)
-//	 24     4  header size: bytes from 0 to the end of the queue table
+//	 24     4  header size: bytes from 0 to the end of the last table
 //	 28     4  number of locks
 //	 32     4  number of events
 //	 36     8  creator's owner token (internal/owner: PID in the low 22
@@ -34,11 +36,17 @@ import (
 //	 48     8  data offset
 //	 56     8  data size
 //	 64     4  number of queues
-//	 68    60  0
+//	 68     4  number of logs (0 in version 3)
+//	 72     4  number of cells (0 in version 3)
+//	 76    52  0
 //	128        lock entries:  kind u32, 0 u32, offset u64, length u64, primitive u64
 //	           event entries: kind u32, 0 u32, primitive u64, 0 u64, 0 u64
 //	           queue entries: kind u32 (1), 0 u32, primitive u64, capacity u64,
 //	                          largest message u32, producer slots u32
+//	           log entries:   kind u32 (2), 0 u32, primitive u64, capacity u64,
+//	                          largest message u32, reader slots u32
+//	           cell entries:  kind u32 (3), 0 u32, primitive u64, value size u64,
+//	                          0 u64
 //
 // Offsets of primitives are from the start of the segment; lock ranges are
 // relative to the data. The creator writes everything while the state is 1
@@ -53,6 +61,7 @@ const (
 	headerSize     = 128
 	entrySize      = 32
 	layoutVersion  = 3
+	layoutVersion4 = 4 // with logs or cells
 	byteOrderTag   = 0x01020304
 	wordSize       = 8
 	primAlign      = 64
@@ -60,6 +69,8 @@ const (
 	maxLocks       = 4096
 	maxEvents      = 4096
 	maxQueues      = 4096
+	maxLogs        = 4096
+	maxCells       = 4096
 	stateEmpty     = 0
 	stateInit      = 1
 	stateReady     = 2
@@ -124,6 +135,8 @@ type layout struct {
 	locks             []lockEntry
 	events            []eventEntry
 	queues            []queueEntry
+	logs              []logEntry
+	cells             []cellEntry
 	creator           owner.Token
 }
 
@@ -152,6 +165,44 @@ type queueEntry struct {
 	producers uint32
 }
 
+// LogSpec describes a broadcast log of a managed segment (see Log).
+type LogSpec struct {
+	Capacity   int // bytes of the ring: a power of two from 64 to 2^40
+	MaxMessage int // largest message; 0: the most the capacity allows (LogMaxMessage)
+	Readers    int // slots for registered readers; 0: 64
+}
+
+type logEntry struct {
+	prim     uint64
+	capacity uint64
+	maxMsg   uint32
+	readers  uint32
+}
+
+func (s LogSpec) norm() LogSpec {
+	if s.MaxMessage == 0 {
+		s.MaxMessage = LogMaxMessage(s.Capacity)
+	}
+	if s.Readers == 0 {
+		s.Readers = lDefSlots
+	}
+	return s
+}
+
+func (e logEntry) size() uint64 { return uint64(LogSize(int(e.capacity), int(e.readers))) }
+
+// CellSpec describes a latest-value cell of a managed segment (see Cell).
+type CellSpec struct {
+	Size int // bytes of the value
+}
+
+type cellEntry struct {
+	prim uint64
+	size uint64
+}
+
+func (e cellEntry) len() uint64 { return uint64(CellSize(int(e.size))) }
+
 // norm fills the defaults in.
 func (s QueueSpec) norm() QueueSpec {
 	if s.MaxMessage == 0 {
@@ -167,9 +218,9 @@ func alignUp(x, a uint64) uint64 { return (x + a - 1) &^ (a - 1) }
 
 // plan computes the layout for a configuration (already validated) and the
 // total segment size.
-func plan(dataSize uint64, locks []LockSpec, events []EventKind, queues []QueueSpec) (layout, uint64) {
+func plan(dataSize uint64, locks []LockSpec, events []EventKind, queues []QueueSpec, logs []LogSpec, cells []CellSpec) (layout, uint64) {
 	l := layout{dataSize: dataSize}
-	hdr := uint64(headerSize + entrySize*(len(locks)+len(events)+len(queues)))
+	hdr := uint64(headerSize + entrySize*(len(locks)+len(events)+len(queues)+len(logs)+len(cells)))
 	p := alignUp(hdr, primAlign)
 	for _, s := range locks {
 		l.locks = append(l.locks, lockEntry{kind: s.Kind, offset: uint64(s.Offset), size: uint64(s.Len), prim: p})
@@ -184,13 +235,24 @@ func plan(dataSize uint64, locks []LockSpec, events []EventKind, queues []QueueS
 		l.queues = append(l.queues, queueEntry{prim: p, capacity: uint64(s.Capacity), maxMsg: uint32(s.MaxMessage), producers: uint32(s.Producers)})
 		p = alignUp(p+uint64(QueueSize(s.Capacity, s.Producers)), primAlign)
 	}
+	for _, s := range logs {
+		s = s.norm()
+		e := logEntry{prim: p, capacity: uint64(s.Capacity), maxMsg: uint32(s.MaxMessage), readers: uint32(s.Readers)}
+		l.logs = append(l.logs, e)
+		p = alignUp(p+e.size(), primAlign)
+	}
+	for _, s := range cells {
+		e := cellEntry{prim: p, size: uint64(s.Size)}
+		l.cells = append(l.cells, e)
+		p = alignUp(p+e.len(), primAlign)
+	}
 	l.dataOff = alignUp(p, dataAlign)
 	return l, l.dataOff + dataSize
 }
 
 // headerLen is the size of the header and tables for l.
 func (l *layout) headerLen() uint64 {
-	return uint64(headerSize + entrySize*(len(l.locks)+len(l.events)+len(l.queues)))
+	return uint64(headerSize + entrySize*(len(l.locks)+len(l.events)+len(l.queues)+len(l.logs)+len(l.cells)))
 }
 
 // write stores l into b (the whole segment) and leaves the state at
@@ -198,7 +260,11 @@ func (l *layout) headerLen() uint64 {
 func (l *layout) write(b []byte, creator owner.Token) {
 	ne := binary.NativeEndian
 	copy(b[0:8], magic[:])
-	ne.PutUint32(b[8:], layoutVersion)
+	if len(l.logs)+len(l.cells) > 0 {
+		ne.PutUint32(b[8:], layoutVersion4)
+	} else {
+		ne.PutUint32(b[8:], layoutVersion)
+	}
 	ne.PutUint32(b[12:], byteOrderTag)
 	ne.PutUint32(b[16:], wordSize)
 	ne.PutUint32(b[24:], uint32(l.headerLen()))
@@ -208,6 +274,8 @@ func (l *layout) write(b []byte, creator owner.Token) {
 	ne.PutUint64(b[48:], l.dataOff)
 	ne.PutUint64(b[56:], l.dataSize)
 	ne.PutUint32(b[64:], uint32(len(l.queues)))
+	ne.PutUint32(b[68:], uint32(len(l.logs)))
+	ne.PutUint32(b[72:], uint32(len(l.cells)))
 	off := headerSize
 	for _, e := range l.locks {
 		ne.PutUint32(b[off:], uint32(e.kind))
@@ -227,6 +295,20 @@ func (l *layout) write(b []byte, creator owner.Token) {
 		ne.PutUint64(b[off+16:], e.capacity)
 		ne.PutUint32(b[off+24:], e.maxMsg)
 		ne.PutUint32(b[off+28:], e.producers)
+		off += entrySize
+	}
+	for _, e := range l.logs {
+		ne.PutUint32(b[off:], 2)
+		ne.PutUint64(b[off+8:], e.prim)
+		ne.PutUint64(b[off+16:], e.capacity)
+		ne.PutUint32(b[off+24:], e.maxMsg)
+		ne.PutUint32(b[off+28:], e.readers)
+		off += entrySize
+	}
+	for _, e := range l.cells {
+		ne.PutUint32(b[off:], 3)
+		ne.PutUint64(b[off+8:], e.prim)
+		ne.PutUint64(b[off+16:], e.size)
 		off += entrySize
 	}
 	ne.PutUint32(b[offChecksum:], checksum(b[:l.headerLen()]))
@@ -265,19 +347,24 @@ func parseLayout(b []byte) (layout, error) {
 	if v := ne.Uint32(b[12:]); v != byteOrderTag {
 		return layout{}, corrupt("byte-order tag %#x (written by a machine of the other byte order?)", v)
 	}
-	if v := ne.Uint32(b[8:]); v != layoutVersion {
-		return layout{}, corrupt("layout version %d, this package reads %d", v, layoutVersion)
+	version := ne.Uint32(b[8:])
+	if version != layoutVersion && version != layoutVersion4 {
+		return layout{}, corrupt("layout version %d, this package reads %d and %d", version, layoutVersion, layoutVersion4)
 	}
 	if v := ne.Uint32(b[16:]); v != wordSize {
 		return layout{}, corrupt("word size %d, want %d", v, wordSize)
 	}
 	nl, ne2, nq := ne.Uint32(b[28:]), ne.Uint32(b[32:]), ne.Uint32(b[64:])
-	if nl > maxLocks || ne2 > maxEvents || nq > maxQueues {
-		return layout{}, corrupt("%d locks, %d events and %d queues (at most %d, %d and %d)", nl, ne2, nq, maxLocks, maxEvents, maxQueues)
+	nlog, ncell := ne.Uint32(b[68:]), ne.Uint32(b[72:])
+	if nl > maxLocks || ne2 > maxEvents || nq > maxQueues || nlog > maxLogs || ncell > maxCells {
+		return layout{}, corrupt("%d locks, %d events, %d queues, %d logs and %d cells (at most %d, %d, %d, %d and %d)", nl, ne2, nq, nlog, ncell, maxLocks, maxEvents, maxQueues, maxLogs, maxCells)
+	}
+	if version == layoutVersion && nlog+ncell != 0 {
+		return layout{}, corrupt("layout version %d with %d logs and %d cells", version, nlog, ncell)
 	}
 	hl := uint64(ne.Uint32(b[24:]))
-	if want := uint64(headerSize + entrySize*(nl+ne2+nq)); hl != want {
-		return layout{}, corrupt("header size %d, want %d for %d locks, %d events and %d queues", hl, want, nl, ne2, nq)
+	if want := uint64(headerSize + entrySize*(uint64(nl)+uint64(ne2)+uint64(nq)+uint64(nlog)+uint64(ncell))); hl != want {
+		return layout{}, corrupt("header size %d, want %d for %d locks, %d events, %d queues, %d logs and %d cells", hl, want, nl, ne2, nq, nlog, ncell)
 	}
 	size := uint64(len(b))
 	if hl > size {
@@ -349,6 +436,38 @@ func parseLayout(b []byte) (layout, error) {
 		l.queues = append(l.queues, e)
 		off += entrySize
 	}
+	for i := 0; i < int(nlog); i++ {
+		e := logEntry{prim: ne.Uint64(b[off+8:]), capacity: ne.Uint64(b[off+16:]), maxMsg: ne.Uint32(b[off+24:]), readers: ne.Uint32(b[off+28:])}
+		if kind := ne.Uint32(b[off:]); kind != 2 {
+			return layout{}, corrupt("log %d: unknown kind %d", i, kind)
+		}
+		if e.capacity > qMaxCapacity || checkLogSpec(int(e.capacity), int(e.maxMsg), int(e.readers)) != nil || e.readers == 0 || e.maxMsg == 0 {
+			return layout{}, corrupt("log %d: capacity %d, largest message %d, %d reader slots", i, e.capacity, e.maxMsg, e.readers)
+		}
+		n := e.size()
+		if e.prim%primAlign != 0 || e.prim < hl || e.prim > l.dataOff || n > l.dataOff-e.prim {
+			return layout{}, corrupt("log %d at %d (%d bytes) not between the header and the data", i, e.prim, n)
+		}
+		prims = append(prims, span{e.prim, e.prim + n})
+		l.logs = append(l.logs, e)
+		off += entrySize
+	}
+	for i := 0; i < int(ncell); i++ {
+		e := cellEntry{prim: ne.Uint64(b[off+8:]), size: ne.Uint64(b[off+16:])}
+		if kind := ne.Uint32(b[off:]); kind != 3 {
+			return layout{}, corrupt("cell %d: unknown kind %d", i, kind)
+		}
+		if e.size > cMaxSize || checkCellSpec(int(e.size)) != nil {
+			return layout{}, corrupt("cell %d: value of %d bytes", i, e.size)
+		}
+		n := e.len()
+		if e.prim%primAlign != 0 || e.prim < hl || e.prim > l.dataOff || n > l.dataOff-e.prim {
+			return layout{}, corrupt("cell %d at %d (%d bytes) not between the header and the data", i, e.prim, n)
+		}
+		prims = append(prims, span{e.prim, e.prim + n})
+		l.cells = append(l.cells, e)
+		off += entrySize
+	}
 	if i, j, ok := overlap(prims); ok {
 		return layout{}, corrupt("primitives at %d and %d overlap", prims[i].lo, prims[j].lo)
 	}
@@ -377,9 +496,19 @@ func overlap(s []span) (int, int, bool) {
 }
 
 // checkConfig validates a configuration before anything is created.
-func checkConfig(size int, locks []LockSpec, events []EventKind, queues []QueueSpec) error {
-	if len(queues) > maxQueues {
-		return fmt.Errorf("%w: %d queues (at most %d)", ErrRange, len(queues), maxQueues)
+func checkConfig(size int, locks []LockSpec, events []EventKind, queues []QueueSpec, logs []LogSpec, cells []CellSpec) error {
+	if len(queues) > maxQueues || len(logs) > maxLogs || len(cells) > maxCells {
+		return fmt.Errorf("%w: %d queues, %d logs and %d cells (at most %d, %d and %d)", ErrRange, len(queues), len(logs), len(cells), maxQueues, maxLogs, maxCells)
+	}
+	for i, s := range logs {
+		if err := checkLogSpec(s.Capacity, s.MaxMessage, s.Readers); err != nil {
+			return fmt.Errorf("log %d: %w", i, err)
+		}
+	}
+	for i, s := range cells {
+		if err := checkCellSpec(s.Size); err != nil {
+			return fmt.Errorf("cell %d: %w", i, err)
+		}
 	}
 	for i, q := range queues {
 		if err := checkQueueSpec(q.Capacity, q.MaxMessage, q.Producers); err != nil {

@@ -130,7 +130,7 @@ func startChild(t testing.TB, role string, args ...string) *child {
 		case <-c.done:
 		default:
 			c.cmd.Process.Kill()
-			<-c.done
+			c.reap()
 		}
 	})
 	return c
@@ -154,7 +154,7 @@ func (c *child) waitErr(timeout time.Duration) error {
 		return c.err
 	case <-ctx.Done():
 		c.cmd.Process.Kill()
-		<-c.done
+		c.reap()
 		return fmt.Errorf("did not finish within %v (killed)", timeout)
 	}
 }
@@ -163,7 +163,22 @@ func (c *child) waitErr(timeout time.Duration) error {
 func (c *child) kill() {
 	c.killed = true
 	c.cmd.Process.Kill()
-	<-c.done
+	c.reap()
+}
+
+// killGrace is how long a killed child may take to be gone before the test
+// gives up on it (and fails) rather than wait forever: under Wine a killed
+// process has been seen to linger.
+const killGrace = time.Minute
+
+// reap waits for a child that was just killed to be gone, for killGrace at
+// most; a child that outlives that fails the test, which goes on.
+func (c *child) reap() {
+	select {
+	case <-c.done:
+	case <-time.After(killGrace):
+		c.t.Errorf("child %s (pid %d) still there %v after it was killed", c.role, c.cmd.Process.Pid, killGrace)
+	}
 }
 
 // output returns what the child printed so far (only safe after it exited).

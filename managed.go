@@ -18,10 +18,11 @@ import (
 )
 
 // Config describes a managed segment: user data of Size bytes, locks that
-// each guard a byte range of it, events, and queues. Create writes the
-// description into a header at the start of the segment, so that a process
-// that opens it (OpenManaged, OpenManagedLink) finds every lock, event and
-// queue by index without any configuration of its own.
+// each guard a byte range of it, events, queues, broadcast logs and
+// latest-value cells. Create writes the description into a header at the
+// start of the segment, so that a process that opens it (OpenManaged,
+// OpenManagedLink) finds every one of them by index without any
+// configuration of its own.
 type Config struct {
 	Name   string      // segment name; "" picks a random one
 	Link   string      // if set, a link file naming the segment is written here
@@ -30,6 +31,8 @@ type Config struct {
 	Locks  []LockSpec  // locks, by index
 	Events []EventKind // events, by index
 	Queues []QueueSpec // queues, by index
+	Logs   []LogSpec   // broadcast logs, by index
+	Cells  []CellSpec  // latest-value cells, by index
 
 	// Init, if set, fills the user data of a new segment before any other
 	// process can use it: on Linux before the segment has its name, and
@@ -58,8 +61,23 @@ func (c *Config) AddQueue(capacity, maxMessage int) int {
 	return len(c.Queues) - 1
 }
 
-// Managed is a segment with a header that describes its locks, events and
-// queues.
+// AddLog adds a broadcast log whose ring holds capacity bytes (a power of
+// two) and whose messages are at most maxMessage bytes (0: as large as the
+// capacity allows, LogMaxMessage), and returns its index.
+func (c *Config) AddLog(capacity, maxMessage int) int {
+	c.Logs = append(c.Logs, LogSpec{Capacity: capacity, MaxMessage: maxMessage})
+	return len(c.Logs) - 1
+}
+
+// AddCell adds a latest-value cell of a value of size bytes and returns its
+// index.
+func (c *Config) AddCell(size int) int {
+	c.Cells = append(c.Cells, CellSpec{Size: size})
+	return len(c.Cells) - 1
+}
+
+// Managed is a segment with a header that describes its locks, events,
+// queues, logs and cells.
 // Its methods are safe for concurrent use.
 type Managed struct {
 	seg  *Segment
@@ -73,6 +91,8 @@ type Managed struct {
 	closed bool
 	efds   []*EventFD // opened eventfd events, by event index
 	queues []*Queue   // this process's handles of the queues, by index
+	logs   []*Log     // of the logs
+	cells  []*Cell    // of the cells
 	server efdServer  // the creator's eventfd server (Linux)
 }
 
@@ -83,7 +103,7 @@ type Managed struct {
 // a different one in both is an error matching ErrConflict.
 func (c Config) Create(opts ...Option) (*Managed, error) {
 	name := c.Name
-	if err := checkConfig(c.Size, c.Locks, c.Events, c.Queues); err != nil {
+	if err := checkConfig(c.Size, c.Locks, c.Events, c.Queues, c.Logs, c.Cells); err != nil {
 		return nil, &Error{Op: "create managed", Name: name, Err: err}
 	}
 	o := collect(opts)
@@ -104,7 +124,7 @@ func (c Config) Create(opts ...Option) (*Managed, error) {
 	}
 	link := o.link
 	o.link = ""
-	l, total := plan(uint64(c.Size), c.Locks, c.Events, c.Queues)
+	l, total := plan(uint64(c.Size), c.Locks, c.Events, c.Queues, c.Logs, c.Cells)
 	if err := checkSize("create managed", name, int(total)); err != nil {
 		return nil, err
 	}
@@ -134,6 +154,12 @@ func (c Config) Create(opts ...Option) (*Managed, error) {
 		l.writeEventFDSlots(b, self, nonce)
 		for _, e := range l.queues {
 			FormatQueue(b[e.prim:e.prim+uint64(QueueSize(int(e.capacity), int(e.producers)))], int(e.capacity), int(e.maxMsg), int(e.producers))
+		}
+		for _, e := range l.logs {
+			FormatLog(b[e.prim:e.prim+e.size()], int(e.capacity), int(e.maxMsg), int(e.readers))
+		}
+		for _, e := range l.cells {
+			FormatCell(b[e.prim:e.prim+e.len()], int(e.size))
 		}
 		if c.Init != nil {
 			c.Init(b[l.dataOff : l.dataOff+l.dataSize : l.dataOff+l.dataSize])
@@ -686,6 +712,131 @@ func (m *Managed) QueueStats(i int) (QueueStats, error) {
 	return q.Stats()
 }
 
+// NumLogs returns how many broadcast logs the segment has.
+func (m *Managed) NumLogs() int { return len(m.l.logs) }
+
+// Log returns this process's handle of broadcast log i. It is the same
+// handle every time, closed with m. A segment opened ReadOnly has none
+// (fs.ErrPermission): readers register and wait in the log's memory.
+func (m *Managed) Log(i int) (*Log, error) {
+	if i < 0 || i >= len(m.l.logs) {
+		return nil, m.rangeErr("log", i, len(m.l.logs))
+	}
+	op := "log " + strconv.Itoa(i)
+	if m.seg.readOnly {
+		return nil, &Error{Op: op, Name: m.seg.name, Err: fmt.Errorf("%w: segment opened read-only (logs write to it)", fs.ErrPermission)}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, m.closedErr(op)
+	}
+	if m.logs == nil {
+		m.logs = make([]*Log, len(m.l.logs))
+	}
+	if m.logs[i] == nil {
+		l, err := m.attachLog(i)
+		if err != nil {
+			return nil, &Error{Op: op, Name: m.seg.name, Err: err}
+		}
+		m.logs[i] = l
+	}
+	return m.logs[i], nil
+}
+
+func (m *Managed) attachLog(i int) (*Log, error) {
+	e := m.l.logs[i]
+	l, err := AttachLog(m.seg.data[e.prim : e.prim+e.size()])
+	if err != nil {
+		return nil, err
+	}
+	if l.Capacity() != int(e.capacity) || l.MaxMessage() != int(e.maxMsg) || l.nsl != int(e.readers) {
+		return nil, fmt.Errorf("%w: the log's own header disagrees with the segment's", ErrCorrupt)
+	}
+	l.mng = m
+	return l, nil
+}
+
+// LogStats returns a snapshot of log i (see Log.Stats). It works on a
+// segment opened ReadOnly too.
+func (m *Managed) LogStats(i int) (LogStats, error) {
+	if i < 0 || i >= len(m.l.logs) {
+		return LogStats{}, m.rangeErr("log", i, len(m.l.logs))
+	}
+	op := "log stats " + strconv.Itoa(i)
+	if !m.use() {
+		return LogStats{}, m.closedErr(op)
+	}
+	defer m.done()
+	l, err := m.attachLog(i)
+	if err != nil {
+		return LogStats{}, &Error{Op: op, Name: m.seg.name, Err: err}
+	}
+	return l.Stats()
+}
+
+// NumCells returns how many latest-value cells the segment has.
+func (m *Managed) NumCells() int { return len(m.l.cells) }
+
+// Cell returns this process's handle of cell i. It is the same handle every
+// time, closed with m. A segment opened ReadOnly has none (fs.ErrPermission).
+func (m *Managed) Cell(i int) (*Cell, error) {
+	if i < 0 || i >= len(m.l.cells) {
+		return nil, m.rangeErr("cell", i, len(m.l.cells))
+	}
+	op := "cell " + strconv.Itoa(i)
+	if m.seg.readOnly {
+		return nil, &Error{Op: op, Name: m.seg.name, Err: fmt.Errorf("%w: segment opened read-only (cells write to it)", fs.ErrPermission)}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, m.closedErr(op)
+	}
+	if m.cells == nil {
+		m.cells = make([]*Cell, len(m.l.cells))
+	}
+	if m.cells[i] == nil {
+		c, err := m.attachCell(i)
+		if err != nil {
+			return nil, &Error{Op: op, Name: m.seg.name, Err: err}
+		}
+		m.cells[i] = c
+	}
+	return m.cells[i], nil
+}
+
+func (m *Managed) attachCell(i int) (*Cell, error) {
+	e := m.l.cells[i]
+	c, err := AttachCell(m.seg.data[e.prim : e.prim+e.len()])
+	if err != nil {
+		return nil, err
+	}
+	if c.Size() != int(e.size) {
+		return nil, fmt.Errorf("%w: the cell's own header disagrees with the segment's", ErrCorrupt)
+	}
+	c.mng = m
+	return c, nil
+}
+
+// CellStats returns a snapshot of cell i (see Cell.Stats). It works on a
+// segment opened ReadOnly too.
+func (m *Managed) CellStats(i int) (CellStats, error) {
+	if i < 0 || i >= len(m.l.cells) {
+		return CellStats{}, m.rangeErr("cell", i, len(m.l.cells))
+	}
+	op := "cell stats " + strconv.Itoa(i)
+	if !m.use() {
+		return CellStats{}, m.closedErr(op)
+	}
+	defer m.done()
+	c, err := m.attachCell(i)
+	if err != nil {
+		return CellStats{}, &Error{Op: op, Name: m.seg.name, Err: err}
+	}
+	return c.Stats()
+}
+
 // managedEvent is an event of a managed segment, used through its Managed.
 type managedEvent struct {
 	m    *Managed
@@ -805,6 +956,16 @@ func (m *Managed) Close() error {
 	for _, q := range m.queues {
 		if q != nil {
 			q.Close()
+		}
+	}
+	for _, l := range m.logs {
+		if l != nil {
+			l.Close()
+		}
+	}
+	for _, c := range m.cells {
+		if c != nil {
+			c.Close()
 		}
 	}
 	for {

@@ -277,7 +277,7 @@ func FuzzParseLayout(f *testing.F) {
 		{Size: 4096, Locks: []LockSpec{{LockMutex, 0, 4096}}},
 		{Size: 8192, Locks: []LockSpec{{LockRW, 0, 100}, {LockMutex, 100, 100}}, Events: []EventKind{EventAuto, EventManual, EventBusyAuto, EventBusyManual, EventFDAuto}},
 	} {
-		l, total := plan(uint64(c.Size), c.Locks, c.Events, c.Queues)
+		l, total := plan(uint64(c.Size), c.Locks, c.Events, c.Queues, nil, nil)
 		b := make([]byte, total)
 		l.write(b, owner.Self())
 		ne := binary.NativeEndian
@@ -353,7 +353,7 @@ func init() {
 			return err
 		}
 		seg.SetOwner(false)
-		l, _ := plan(1024, nil, nil, nil)
+		l, _ := plan(1024, nil, nil, nil, nil, nil)
 		b := seg.Bytes()
 		atomic.StoreUint32(stateWord(b), stateInit)
 		l.write(b, owner.Self())

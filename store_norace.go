@@ -46,3 +46,24 @@ func storeRelease(p *uint64, v uint64) {
 	}
 	atomic.StoreUint64(p, v)
 }
+
+// copyToShared copies src into ring at off (see store_race.go, where the
+// copy is atomic word by word).
+func copyToShared(ring []byte, off uint64, src []byte) { copy(ring[off:], src) }
+
+// copyFromShared copies len(dst) bytes of ring at off into dst.
+func copyFromShared(dst, ring []byte, off uint64) { copy(dst, ring[off:]) }
+
+// loadFence orders the loads before it before the loads after it: the
+// seqlock readers' check, after they read bytes that a writer may be
+// overwriting. On amd64 and 386 loads are not reordered with loads, and the
+// compiler keeps plain loads before the atomic load that follows; elsewhere
+// (arm64: an atomic load is a load-acquire, which earlier plain loads may
+// pass) an atomic read-modify-write, which has acquire and release order,
+// stands between them.
+func loadFence(p *uint32) {
+	if runtime.GOARCH == "amd64" || runtime.GOARCH == "386" {
+		return
+	}
+	atomic.AddUint32(p, 1)
+}

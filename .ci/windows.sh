@@ -47,7 +47,13 @@ SHM_TEST_CLI=$(winpath "$cli/shm.exe")
 
 failed=()
 echo "--- go test (windows/amd64 under $("$WINE" --version))"
-go test -count=1 -timeout 20m -exec "$root/.ci/wine/exec.sh" ./... || failed+=("go test")
+# The output is kept: when a test hangs, the test binary's timeout panic
+# names the tests running at that moment, at the top of a long dump of
+# goroutines; that list and the failures are printed again at the end.
+out=$wine_state/go-test.out
+rc=0
+go test -count=1 -timeout 12m -exec "$root/.ci/wine/exec.sh" ./... > >(tee "$out") 2>&1 || rc=$?
+[ $rc -eq 0 ] || failed+=("go test")
 
 # Example pairs.
 pairs=0
@@ -98,6 +104,11 @@ fi
 pairs=$((pairs + 1))
 echo "--- $pairs example pair(s) run under Wine"
 if [ ${#failed[@]} -gt 0 ]; then
+  if [ -s "$out" ]; then
+    echo "--- what failed in go test under Wine (from $out)"
+    grep -E -A12 '^panic: test timed out|^\s*running tests:' "$out" | head -40 || true
+    grep -E '^\s*--- FAIL|^FAIL' "$out" | head -40 || true
+  fi
   echo "Windows suite failed: ${failed[*]}"
   exit 1
 fi
