@@ -1052,11 +1052,11 @@ type LogStats struct {
 
 // LogReaderLag is a registered reader of a log, as LogStats shows it.
 type LogReaderLag struct {
-	PID   int
-	Alive bool
-	Lag   uint64 // bytes between the reader's position and tail
+	PID    int
+	Alive  bool
+	Lag    uint64 // bytes between the reader's position and tail
 	Behind uint64 // messages between the reader and the newest
-	Lost  uint64 // messages it was told it lost
+	Lost   uint64 // messages it was told it lost
 }
 
 // Stats returns a snapshot of the log (it reads the shared words without
