@@ -50,8 +50,12 @@ import (
 //
 // Reader: loads version v, then seq[v&1] (odd: the writer has stored twice
 // since, and is writing that copy again: retry), copies the value, and
-// loads seq[v&1] again: unchanged, the copy is whole (no store began on it
-// in between); else it retries.
+// loads seq[v&1] and version again. If both are unchanged, the copy is
+// whole and is version v's: a store into copy v&1 begins only after version
+// moved past v. Else it retries. (The check of version is needed: a reader
+// that loaded v long ago may find copy v&1 rewritten by store v+2, whole
+// and published in that copy but not yet in version, and return it as v,
+// and then, from its next load, the older value of v+1.)
 //
 // Waiting for a version after v: a reader CASes bit 0 of wake on, then
 // loads version (moved on: done) and the sequence of the copy the next
@@ -209,7 +213,7 @@ func (c *Cell) load(dst unsafe.Pointer) (uint64, error) {
 		if s1&1 == 0 {
 			copyFromShared(d, c.mem, c.off(v))
 			loadFence(&fence)
-			if atomic.LoadUint64(p) == s1 {
+			if atomic.LoadUint64(p) == s1 && atomic.LoadUint64(c.version) == v {
 				return v, nil
 			}
 		} else if atomic.LoadUint64(c.version) == v {
@@ -457,10 +461,9 @@ func (w *CellWriter) store(b []byte) {
 
 // CellStats is a snapshot of a cell, for diagnostics (shm inspect).
 type CellStats struct {
-	Size        int
-	Version     uint64  // stores so far
-	Writer      Process // PID 0: none
-	WriterAlive bool
+	Size    int     // bytes of the value
+	Version uint64  // stores so far
+	Writer  Process // the writer (PID 0: none)
 }
 
 // Stats returns a snapshot of the cell.
@@ -472,10 +475,7 @@ func (c *Cell) Stats() (st CellStats, err error) {
 	defer catchFault(&err, debug.SetPanicOnFault(true))
 	st.Size = c.size
 	st.Version = atomic.LoadUint64(c.version)
-	if w := owner.Token(atomic.LoadUint64(c.writer)); w != 0 {
-		st.Writer = Process{PID: w.PID()}
-		st.WriterAlive = owner.Alive(unsafe.Pointer(c.writer), w)
-	}
+	st.Writer = holder(unsafe.Pointer(c.writer), owner.Token(atomic.LoadUint64(c.writer)))
 	return st, nil
 }
 

@@ -1039,24 +1039,22 @@ func (r *LogReader) pollTail(t uint64) bool {
 
 // LogStats is a snapshot of a log, for diagnostics (shm inspect).
 type LogStats struct {
-	Capacity    int
-	MaxMessage  int
-	Tail        uint64         // bytes ever published
-	Head        uint64         // position of the oldest record still whole
-	Messages    uint64         // messages appended (the next sequence number)
-	WriterLost  uint64         // messages lost with dead writers
-	Writer      Process        // the writer (PID 0: none)
-	WriterAlive bool           // whether the writer's process is alive
-	Readers     []LogReaderLag // registered readers
+	Capacity   int
+	MaxMessage int
+	Tail       uint64         // bytes ever published
+	Head       uint64         // position of the oldest record still whole
+	Messages   uint64         // messages appended (the next sequence number)
+	WriterLost uint64         // messages lost with dead writers
+	Writer     Process        // the writer (PID 0: none)
+	Readers    []LogReaderLag // registered readers
 }
 
 // LogReaderLag is a registered reader of a log, as LogStats shows it.
 type LogReaderLag struct {
-	PID    int
-	Alive  bool
-	Lag    uint64 // bytes between the reader's position and tail
-	Behind uint64 // messages between the reader and the newest
-	Lost   uint64 // messages it was told it lost
+	Process Process // the reader's process
+	Lag     uint64  // bytes between the reader's position and tail
+	Behind  uint64  // messages appended that it has not read yet
+	Lost    uint64  // messages it was told it lost
 }
 
 // Stats returns a snapshot of the log (it reads the shared words without
@@ -1074,10 +1072,7 @@ func (l *Log) Stats() (st LogStats, err error) {
 		st.Messages = atomic.LoadUint64(l.sq(last)) + 1
 	}
 	st.WriterLost = atomic.LoadUint64(l.lostW)
-	if w := owner.Token(atomic.LoadUint64(l.writer)); w != 0 {
-		st.Writer = Process{PID: w.PID()}
-		st.WriterAlive = owner.Alive(unsafe.Pointer(l.writer), w)
-	}
+	st.Writer = holder(unsafe.Pointer(l.writer), owner.Token(atomic.LoadUint64(l.writer)))
 	for i := 0; i < l.nsl; i++ {
 		p := l.slotWord(i, 0)
 		v := owner.Token(atomic.LoadUint64(p))
@@ -1086,7 +1081,7 @@ func (l *Log) Stats() (st LogStats, err error) {
 		}
 		pos := atomic.LoadUint64(l.slotWord(i, 1))
 		seq := atomic.LoadUint64(l.slotWord(i, 2))
-		rl := LogReaderLag{PID: v.PID(), Alive: owner.Alive(unsafe.Pointer(p), v), Lost: atomic.LoadUint64(l.slotWord(i, 3))}
+		rl := LogReaderLag{Process: holder(unsafe.Pointer(p), v), Lost: atomic.LoadUint64(l.slotWord(i, 3))}
 		if pos <= st.Tail {
 			rl.Lag = st.Tail - pos
 		}

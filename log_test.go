@@ -131,7 +131,7 @@ func TestLogBasics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Messages != 7 || len(st.Readers) != 1 || st.Readers[0].Behind != 0 || st.Writer.PID == 0 || !st.WriterAlive {
+	if st.Messages != 7 || len(st.Readers) != 1 || st.Readers[0].Behind != 0 || st.Writer.PID == 0 || !st.Writer.Alive {
 		t.Fatalf("stats %+v", st)
 	}
 	// Newest and next.
@@ -339,7 +339,7 @@ func TestCellBasics(t *testing.T) {
 		t.Fatalf("wait: %d %v", ver, err)
 	}
 	st, err := m.CellStats(0)
-	if err != nil || st.Version != 2 || st.Size != 24 || !st.WriterAlive {
+	if err != nil || st.Version != 2 || st.Size != 24 || !st.Writer.Alive {
 		t.Fatalf("%+v %v", st, err)
 	}
 }

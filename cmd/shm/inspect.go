@@ -92,7 +92,11 @@ func inspectManaged(w io.Writer, name string, b []byte) {
 		return
 	}
 	defer m.Close()
-	fmt.Fprintf(w, "data:    %d bytes, %d lock(s), %d event(s), %d queue(s)\n", len(m.Data()), m.NumLocks(), m.NumEvents(), m.NumQueues())
+	fmt.Fprintf(w, "data:    %d bytes, %d lock(s), %d event(s), %d queue(s)", len(m.Data()), m.NumLocks(), m.NumEvents(), m.NumQueues())
+	if m.NumLogs()+m.NumCells() > 0 {
+		fmt.Fprintf(w, ", %d log(s), %d cell(s)", m.NumLogs(), m.NumCells())
+	}
+	fmt.Fprintln(w)
 	for i := 0; i < m.NumLocks(); i++ {
 		st, err := m.LockState(i)
 		if err != nil {
@@ -117,6 +121,48 @@ func inspectManaged(w io.Writer, name string, b []byte) {
 		}
 		fmt.Fprintf(w, "queue %d: %s\n", i, queueStatsString(st))
 	}
+	for i := 0; i < m.NumLogs(); i++ {
+		st, err := m.LogStats(i)
+		if err != nil {
+			fmt.Fprintf(w, "log %d:   %v\n", i, err)
+			continue
+		}
+		fmt.Fprintf(w, "log %d:   %s\n", i, logStatsString(st))
+		for _, r := range st.Readers {
+			fmt.Fprintf(w, "  reader %s: %d message(s) behind (%d bytes), %d lost\n", processString(r.Process), r.Behind, r.Lag, r.Lost)
+		}
+	}
+	for i := 0; i < m.NumCells(); i++ {
+		st, err := m.CellStats(i)
+		if err != nil {
+			fmt.Fprintf(w, "cell %d:  %v\n", i, err)
+			continue
+		}
+		fmt.Fprintf(w, "cell %d:  %d bytes; version %d; %s\n", i, st.Size, st.Version, writerString(st.Writer))
+	}
+}
+
+// logStatsString describes a broadcast log: its size, how much was
+// appended, where its positions are, and who writes it.
+func logStatsString(st shm.LogStats) string {
+	s := fmt.Sprintf("%d bytes (messages up to %d); %d message(s) appended; head %d, tail %d",
+		st.Capacity, st.MaxMessage, st.Messages, st.Head, st.Tail)
+	if st.Tail < st.Head || st.Tail-st.Head > uint64(st.Capacity) {
+		s += " (DAMAGED: tail and head do not agree)"
+	}
+	s += "; " + writerString(st.Writer)
+	if st.WriterLost > 0 {
+		s += fmt.Sprintf("; %d message(s) lost with dead writers", st.WriterLost)
+	}
+	s += fmt.Sprintf("; %d registered reader(s)", len(st.Readers))
+	return s
+}
+
+func writerString(p shm.Process) string {
+	if p.PID == 0 {
+		return "no writer"
+	}
+	return "writer " + processString(p)
 }
 
 // queueStatsString describes a queue: its size, what is in it, where its

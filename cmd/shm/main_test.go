@@ -444,3 +444,62 @@ func TestInspectQueue(t *testing.T) {
 		t.Errorf("inspect lacks %q:\n%s", want, r.stdout)
 	}
 }
+
+// TestInspectLogAndCell: inspect shows a log's writer, messages and
+// registered readers with their lag, and a cell's version and writer.
+func TestInspectLogAndCell(t *testing.T) {
+	name := fmt.Sprintf("%s%d", namePrefix(), counter.Add(1))
+	conf := shm.Config{Name: name, Size: 64}
+	conf.AddLog(4096, 1000)
+	conf.AddCell(16)
+	m, err := conf.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	l, err := m.Log(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := l.Writer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := l.Reader(shm.LogOldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{10, 100, 0} {
+		if err := w.Append(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 1000)
+	if _, err := r.Copy(buf); err != nil { // the first: 32 bytes with its header
+		t.Fatal(err)
+	}
+	c, err := m.Cell(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw, err := c.Writer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw.Store(make([]byte, 16))
+	cw.Store(make([]byte, 16))
+	res := shmCmd(t, "inspect", "-n", "0", name)
+	res.want(t, 0)
+	self := os.Getpid()
+	for _, want := range []string{
+		"data:    64 bytes, 0 lock(s), 0 event(s), 0 queue(s), 1 log(s), 1 cell(s)\n",
+		// 32 + 128 + 16 bytes of records
+		fmt.Sprintf("log 0:   4096 bytes (messages up to 1000); 3 message(s) appended; head 0, tail 176; writer pid %d; 1 registered reader(s)\n", self),
+		fmt.Sprintf("  reader pid %d: 2 message(s) behind (144 bytes), 0 lost\n", self),
+		fmt.Sprintf("cell 0:  16 bytes; version 2; writer pid %d\n", self),
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("inspect lacks %q:\n%s", want, res.stdout)
+		}
+	}
+}
