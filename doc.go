@@ -71,6 +71,29 @@
 // bounds) and give ErrCorrupt or ErrNotManaged rather than trusting it.
 // Managed.Lock(i) returns a Guard whose Bytes are the range lock i guards.
 //
+// # Moving data: queues, broadcast logs and cells
+//
+// Three structures move data between processes through a managed segment
+// (Config.AddQueue, AddLog, AddCell), or through raw memory (FormatQueue,
+// FormatLog, FormatCell). None of them makes a system call while its sides
+// keep up; each blocking call has Timeout and Context forms; each survives
+// the death of any process that uses it.
+//
+//   - Queue: many producers, one consumer, each message taken once, in
+//     order per producer. A full queue makes producers wait: nothing is
+//     dropped. Messages are written and read in place (Claim and Commit,
+//     Receive and Release) or copied (Send, Copy).
+//   - Log: one writer, any number of readers, each reading every message
+//     from a position of its own. The writer never waits: a reader that
+//     falls more than the log's capacity behind is told how many messages
+//     it lost (ErrLost, LostError) and goes on from the oldest still there.
+//   - Cell: one writer stores a fixed-size value (a pointer-free struct,
+//     StoreValue), readers load it whole (LoadValue) without locking and
+//     can wait for the next store.
+//
+// docs/FORMAT.md describes their memory word by word, for peers in other
+// languages.
+//
 // # Errors
 //
 // Errors wrap the sentinels of this package (ErrTimeout, ErrOwnerDead,

@@ -175,3 +175,123 @@ func ExampleCreate() {
 	fmt.Println(errors.Is(err, fs.ErrExist))
 	// Output: true
 }
+
+// A queue: any number of producers, one consumer; each message is taken
+// once.
+func ExampleQueue() {
+	conf := shm.Config{Size: 64}
+	conf.AddQueue(1<<16, 0) // a ring of 64 KiB
+	m, err := conf.Create()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	q, _ := m.Queue(0) // in the producer process (any number of them)
+	for _, s := range []string{"order 1", "order 2"} {
+		if err := q.Send([]byte(s)); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	c, err := q.Consumer() // in the consumer process: one at a time
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 2; i++ {
+		msg, err := c.ReceiveTimeout(time.Second) // in place, in the ring
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(string(msg.Bytes()))
+		c.Release(msg) // its space goes back to the producers
+	}
+	// Output:
+	// order 1
+	// order 2
+}
+
+// A broadcast log: one writer, any number of readers, each reading every
+// message from its own position; the writer never waits for them.
+func ExampleLog() {
+	conf := shm.Config{Size: 64}
+	conf.AddLog(1<<20, 0) // a ring of 1 MiB
+	m, err := conf.Create()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	l, _ := m.Log(0)
+
+	w, err := l.Writer() // in the publishing process: one writer at a time
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	r, err := l.Reader(shm.LogOldest) // in each subscribing process
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+
+	w.Append([]byte("tick 1"))
+	w.Append([]byte("tick 2"))
+	buf := make([]byte, l.MaxMessage())
+	for i := 0; i < 2; i++ {
+		n, err := r.CopyTimeout(buf, time.Second)
+		var lost *shm.LostError
+		if errors.As(err, &lost) {
+			fmt.Println("fell behind: lost", lost.Count)
+			continue
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(string(buf[:n]))
+	}
+	// Output:
+	// tick 1
+	// tick 2
+}
+
+// A latest-value cell: one writer stores a struct, readers load it whole,
+// never half written, and can wait for the next store.
+func ExampleCell() {
+	type Quote struct {
+		Bid, Ask int64
+		Time     int64
+	}
+	conf := shm.Config{Size: 64}
+	conf.AddCell(24) // the size of a Quote
+	m, err := conf.Create()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	c, _ := m.Cell(0)
+
+	w, err := c.Writer() // in the writing process
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	if err := shm.StoreValue(w, &Quote{Bid: 100, Ask: 101, Time: 1}); err != nil {
+		log.Fatal(err)
+	}
+
+	var q Quote // in any reading process
+	version, err := shm.LoadValue(c, &q)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(version, q.Bid, q.Ask)
+	go shm.StoreValue(w, &Quote{Bid: 102, Ask: 103, Time: 2})
+	if _, err := c.WaitTimeout(version, time.Second); err != nil { // the next store
+		log.Fatal(err)
+	}
+	shm.LoadValue(c, &q)
+	fmt.Println(q.Bid, q.Ask)
+	// Output:
+	// 1 100 101
+	// 102 103
+}

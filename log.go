@@ -95,9 +95,10 @@ import (
 // of state 5 (and padding, if needed) over [tail, intent), numbered as the
 // message that was being written, publishes it and wakes the readers.
 //
-// Invariants: head <= tail <= intent <= tail + capacity/2... (between
-// appends, intent == tail); positions only grow; a record never wraps; the
-// records from head to tail are whole and tile the ring.
+// Invariants: head <= tail <= intent <= tail + capacity (between appends,
+// intent == tail; padding and record together take at most the capacity);
+// head >= intent - capacity; positions only grow; a record never wraps;
+// the records from head to tail are whole and follow each other.
 type Log struct {
 	mem  []byte
 	ring []byte
