@@ -356,12 +356,18 @@ func (w *LogWriter) recover() error {
 		return fmt.Errorf("%w: log words: tail %d, intent %d, head %d", ErrCorrupt, t, i, h)
 	}
 	w.pos, w.oldest = t, h
-	if last != noRecord {
+	switch {
+	case last == noRecord:
+	case last&15 != 0 || last >= i || last < t && t-last > capacity/2 || last >= t && last-t >= capacity:
+		return fmt.Errorf("%w: log words: last %d, tail %d, intent %d", ErrCorrupt, last, t, i)
+	case last >= t:
+		// The previous writer died after it stored last and before tail:
+		// the record at last is the one it did not publish, and its
+		// number is the next.
+		w.seq = atomic.LoadUint64(l.sq(last))
+	default:
 		// The newest record (not padding): its number, and one more if it
 		// took one.
-		if last >= t || t-last > capacity/2 || last&15 != 0 {
-			return fmt.Errorf("%w: log words: last %d, tail %d", ErrCorrupt, last, t)
-		}
 		w.seq = atomic.LoadUint64(l.sq(last))
 		if st := recState(atomic.LoadUint64(l.hd(last))); st == recCommitted || st == recLost {
 			w.seq++
@@ -663,6 +669,7 @@ func (l *Log) Reader(from LogStart) (r *LogReader, err error) {
 	if r.pos&15 != 0 {
 		return nil, &Error{Op: "attach reader", Name: l.name(), Err: fmt.Errorf("%w: position %d", ErrCorrupt, r.pos)}
 	}
+	r.seq, r.synced = l.seqAt(r.pos)
 	r.tail = r.pos
 	self := uint64(owner.Self())
 	for i := 0; i < l.nsl; i++ {
@@ -680,6 +687,44 @@ func (l *Log) Reader(from LogStart) (r *LogReader, err error) {
 		}
 	}
 	return r, nil
+}
+
+// seqAt returns the sequence number of the next message at or after pos,
+// a record's start at or after head or tail, so that a new reader counts
+// its losses from where it starts; ok is false if the writer kept moving
+// too fast to tell (the reader then counts from the first message it
+// reads).
+func (l *Log) seqAt(pos uint64) (seq uint64, ok bool) {
+	capacity := uint64(len(l.ring))
+	for tries := 0; tries < 16; tries++ {
+		t := atomic.LoadUint64(l.tail)
+		if pos < t {
+			// A record's number: padding and aborted records carry the
+			// next message's.
+			seq = atomic.LoadUint64(l.sq(pos))
+			loadFence(new(uint32))
+			if atomic.LoadUint64(l.intent)-pos <= capacity {
+				return seq, true
+			}
+			return 0, false // overrun already: the first read jumps
+		}
+		last := atomic.LoadUint64(l.last)
+		if last != noRecord {
+			seq = atomic.LoadUint64(l.sq(last))
+			st := recState(atomic.LoadUint64(l.hd(last)))
+			loadFence(new(uint32))
+			if atomic.LoadUint64(l.intent)-last > capacity {
+				continue
+			}
+			if last < t && (st == recCommitted || st == recLost) {
+				seq++ // the newest message's number, plus one
+			} // (last >= tail: a dead writer's record, to be numbered that)
+		}
+		if atomic.LoadUint64(l.tail) == t {
+			return seq, true
+		}
+	}
+	return 0, false
 }
 
 // Registered reports whether the reader has a slot in the log (and so
