@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,7 +86,10 @@ func openLogSegment(name string) (*Managed, *Log, *Cell, error) {
 
 func init() {
 	// args: name, messages (0: until killed), largest message, pace (sleep
-	// 1 ms every that many messages; 0: never), mode ("append" or "claim":
+	// 1 ms every that many messages; 0: never; "readers": wait, every 256
+	// messages, while the third reader most behind is more than a quarter
+	// of the capacity behind: the two slowest are left behind, the others
+	// are kept up with), mode ("append" or "claim":
 	// Claim, fill byte by byte, sleep 100 µs, Commit), publish ("end": store the total
 	// in the cell when done). It attaches as the writer (retrying while a
 	// dead one's place is not free yet) and continues the log.
@@ -95,7 +99,11 @@ func init() {
 			return err
 		}
 		defer m.Close()
-		n, max, pace := uint64(atoi(args[1])), atoi(args[2]), atoi(args[3])
+		n, max := uint64(atoi(args[1])), atoi(args[2])
+		pace, byReaders := 0, args[3] == "readers"
+		if !byReaders {
+			pace = atoi(args[3])
+		}
 		w, err := l.Writer()
 		if err != nil {
 			return err
@@ -125,6 +133,21 @@ func init() {
 			}
 			if pace > 0 && i%uint64(pace) == uint64(pace)-1 {
 				time.Sleep(time.Millisecond)
+			}
+			for byReaders && i%256 == 255 {
+				st, err := l.Stats()
+				if err != nil {
+					return err
+				}
+				var lags []uint64
+				for _, r := range st.Readers {
+					lags = append(lags, r.Lag)
+				}
+				slices.Sort(lags)
+				if len(lags) < 3 || lags[len(lags)-3] <= uint64(l.Capacity()/4) {
+					break
+				}
+				time.Sleep(100 * time.Microsecond)
 			}
 		}
 		if args[5] == "end" {
@@ -256,8 +279,11 @@ func waitReaders(t *testing.T, m *Managed, n int) {
 // TestLogProcesses: one writer process, 8 reader processes (2 of them
 // slow, half of them reading in place), messages of random sizes with
 // sequence numbers and checksums. Every reader checks order and contents,
-// and received + lost = sent; the fast readers lose nothing (the writer is
-// paced so that they keep up on 2 CPUs), the slow ones must lose some.
+// and received + lost = sent; the fast readers lose nothing, the slow ones
+// must lose some. (The writer never waits for readers, and on 2 CPUs a
+// fast reader descheduled long enough falls behind too: the writer of
+// this test keeps an eye on the readers' lags, and waits for all but the
+// two most behind.)
 func TestLogProcesses(t *testing.T) {
 	n := 200000
 	if testing.Short() {
@@ -282,7 +308,7 @@ func TestLogProcesses(t *testing.T) {
 	}
 	waitReaders(t, m, 8)
 	start := time.Now()
-	w := startChild(t, "log-write", name, strconv.Itoa(n), "300", "500", "append", "end")
+	w := startChild(t, "log-write", name, strconv.Itoa(n), "300", "readers", "append", "end")
 	w.wait(2 * time.Minute)
 	t.Logf("%d messages written in %v", n, time.Since(start))
 	for i, r := range readers {
