@@ -3,7 +3,8 @@
 # binaries and run by Wine (multi-process tests re-exec the test binary
 # inside Wine too), then every example pair examples/X_create + X_open and
 # the queue pair examples/queue_recv + queue_send, both started together,
-# both required to exit 0.
+# both required to exit 0, and the broadcast example, examples/broadcast_pub
+# and 3 examples/broadcast_sub started together, all required to exit 0.
 #
 # Works on a fresh Debian machine as root: .ci/wine/setup.sh installs Wine and
 # MinGW, builds the ProcessPrng stand-in DLL and makes the prefix (under
@@ -102,7 +103,33 @@ if [ $rc -ne 0 ] || [ $ro -ne 0 ]; then
   failed+=("example queue")
 fi
 pairs=$((pairs + 1))
-echo "--- $pairs example pair(s) run under Wine"
+# The broadcast example: a publisher (creator) and 3 subscribers, started
+# together; each subscriber must account for every message.
+echo "--- example broadcast"
+work=$(mktemp -d)
+(cd "$work" && exec timeout 120 "$WINE" "$bin/broadcast_pub.exe" -n 100000 -subs 3 -timeout 60s) >"$work/pub.out" 2>&1 &
+bpids=($!)
+for i in 1 2 3; do
+  (cd "$work" && exec timeout 120 "$WINE" "$bin/broadcast_sub.exe" -timeout 60s) >"$work/sub$i.out" 2>&1 &
+  bpids+=($!)
+done
+rcs=()
+for p in "${bpids[@]}"; do
+  r=0
+  wait "$p" || r=$?
+  rcs+=("$r")
+done
+sed "s/^/  broadcast_pub: /" "$work/pub.out"
+for i in 1 2 3; do
+  sed "s/^/  broadcast_sub $i: /" "$work/sub$i.out"
+done
+rm -rf "$work"
+if [ "${rcs[*]}" != "0 0 0 0" ]; then
+  echo "example broadcast failed under Wine: pub exited ${rcs[0]}, subs exited ${rcs[*]:1}"
+  failed+=("example broadcast")
+fi
+pairs=$((pairs + 1))
+echo "--- $pairs example pair(s) and group(s) run under Wine"
 if [ ${#failed[@]} -gt 0 ]; then
   if [ -s "$out" ]; then
     echo "--- what failed in go test under Wine (from $out)"

@@ -271,3 +271,64 @@ func TestQueueRecvNobodyComes(t *testing.T) {
 	}
 	gone(t, name)
 }
+
+// TestBroadcast runs broadcast_pub and 3 broadcast_sub together, the
+// subscribers first or the publisher first: every subscriber accounts for
+// every message (received and checked, or reported lost), all exit 0, and
+// the segment is gone afterwards.
+func TestBroadcast(t *testing.T) {
+	for _, pubFirst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "subscribers first", true: "publisher first"}[pubFirst], func(t *testing.T) {
+			name := uniqueName(t)
+			const n = "100000"
+			pubArgs := []string{"-name", name, "-n", n, "-subs", "3", "-timeout", "30s"}
+			subArgs := []string{"-name", name, "-timeout", "30s"}
+			var pub *proc
+			var subs []*proc
+			if pubFirst {
+				pub = start(t, "broadcast_pub", pubArgs...)
+				waitExists(t, name)
+			}
+			for i := 0; i < 3; i++ {
+				subs = append(subs, start(t, "broadcast_sub", subArgs...))
+			}
+			if !pubFirst {
+				time.Sleep(100 * time.Millisecond)
+				pub = start(t, "broadcast_pub", pubArgs...)
+			}
+			for _, s := range subs {
+				if err := s.wait(t, 60*time.Second); err != nil {
+					t.Fatalf("broadcast_sub: %v\n%s", err, s.out.String())
+				}
+				out := s.out.String()
+				if !strings.Contains(out, "of "+n+" published") || !strings.HasSuffix(out, ": Done\n") {
+					t.Fatalf("broadcast_sub printed:\n%s", out)
+				}
+				t.Logf("%s", out)
+			}
+			if err := pub.wait(t, 60*time.Second); err != nil {
+				t.Fatalf("broadcast_pub: %v\n%s", err, pub.out.String())
+			}
+			if out := pub.out.String(); !strings.Contains(out, "Published "+n+" messages") || !strings.HasSuffix(out, "Done\n") {
+				t.Fatalf("broadcast_pub printed:\n%s", out)
+			}
+			gone(t, name)
+		})
+	}
+}
+
+// TestBroadcastPubNobodyComes: without subscribers, broadcast_pub gives up
+// after its timeout, says why, and removes its segment.
+func TestBroadcastPubNobodyComes(t *testing.T) {
+	name := uniqueName(t)
+	p := start(t, "broadcast_pub", "-name", name, "-subs", "2", "-timeout", "300ms")
+	err := p.wait(t, 20*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("broadcast_pub with nobody subscribing ended with %v, want exit status 1\n%s", err, p.out.String())
+	}
+	if !strings.Contains(p.out.String(), "waiting for 2 subscriber(s): 0 subscriber(s) attached after 300ms") {
+		t.Fatalf("broadcast_pub does not say why it failed:\n%s", p.out.String())
+	}
+	gone(t, name)
+}

@@ -28,8 +28,8 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		args:    "[-quick] [-trips N] [-queue-only] [-queue-scale N]",
-		summary: "measure locks, events and queues against sync, pipes, sockets, futex and spin baselines",
+		args:    "[-quick] [-trips N] [-queue-only] [-log-only] [-queue-scale N]",
+		summary: "measure locks, events, queues, logs and cells against sync, pipes, sockets, futex, spin and copy baselines",
 		help: `
 Measures, in this process and in worker processes of this program:
 
@@ -52,7 +52,17 @@ Measures, in this process and in worker processes of this program:
     slots (the hardware's floor); request/response round trips of 64 B to
     1 MiB against a Unix socket pair; the bandwidth of 1 MiB messages (Send,
     then Copy in the other process) against copy(); Claim+Commit+Receive+
-    Release in one goroutine; and 4 producer processes against 1.
+    Release in one goroutine; and 4 producer processes against 1;
+  - the Log and the Cell, each figure with its target: one-way latency of a
+    64-byte message (half a round trip through two logs, each process
+    appending to one and reading the other with Copy; with the default spin
+    against half the raw spin round trip, target 1.3x at most, and with
+    SetSpin(0) against the raw futex, 1.2x at most); the rate of Appends of
+    64-byte messages with 8 reader processes (each copying every message
+    out as fast as it can) against 1 (0.9x at least), and with 1 against
+    the Queue's Send rate to 1 consumer (0.8x at least); a Cell's Store and
+    Load of a 64-byte value against copy() of 64 bytes into and out of a
+    segment (2x at most).
 
 The machine is shared, so every figure is a ratio against a baseline
 measured in the same run, the kinds taking turns in chunks. "spin0" rows run
@@ -60,7 +70,8 @@ both processes with SetSpin(0): waiters sleep in the kernel at once.`,
 		flags: func(fs *flag.FlagSet) {
 			fs.Bool("quick", false, "a short run (a few seconds), for tests")
 			fs.Int("trips", 100000, "round trips per kind")
-			fs.Bool("queue-only", false, "measure the Queue only")
+			fs.Bool("queue-only", false, "measure the Queue only (with -log-only: the Queue, the Log and the Cell)")
+			fs.Bool("log-only", false, "measure the Log and the Cell only")
 			fs.Int("queue-scale", 1, "run the Queue's measurements `N` times longer")
 			fs.String("peer", "", "internal: answer round trips on segment `NAME`")
 			fs.Int("helper", 0, "internal: with -peer, be producer process `N` of the queue measurements")
@@ -131,6 +142,7 @@ func runBench(e *env, args []string) error {
 		return bench.Serve(name)
 	}
 	queueOnly := e.flags.Lookup("queue-only").Value.(flag.Getter).Get().(bool)
+	logOnly := e.flags.Lookup("log-only").Value.(flag.Getter).Get().(bool)
 	queueScale := flagInt(e, "queue-scale")
 	if queueScale < 1 {
 		return usageErrorf("-queue-scale must be at least 1")
@@ -150,8 +162,16 @@ func runBench(e *env, args []string) error {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(w, "shm bench: %d CPUs, GOMAXPROCS %d, %s, load average %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
 	fmt.Fprintln(w, "Ratios compare medians measured in this run, the kinds taking turns; lower is better (rates: higher).")
-	if queueOnly {
-		return queueBench(w, newQueueCounts(quick, queueScale))
+	if queueOnly || logOnly {
+		if queueOnly {
+			if err := queueBench(w, newQueueCounts(quick, queueScale)); err != nil {
+				return err
+			}
+		}
+		if logOnly {
+			return logBench(w, newQueueCounts(quick, 1))
+		}
+		return nil
 	}
 
 	ops := 2_000_000
@@ -185,7 +205,10 @@ func runBench(e *env, args []string) error {
 	if err := idleCPU(w, idle); err != nil {
 		return err
 	}
-	return queueBench(w, newQueueCounts(quick, queueScale))
+	if err := queueBench(w, newQueueCounts(quick, queueScale)); err != nil {
+		return err
+	}
+	return logBench(w, newQueueCounts(quick, 1))
 }
 
 // Uncontended operations.

@@ -43,12 +43,63 @@ func TestBenchQuick(t *testing.T) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
+	wantLogSection(t, r.stdout)
 	for _, row := range []string{"raw spin (hardware floor)", "raw futex (kernel floor)", "pipe pair", "Unix socket pair",
 		"AutoEvent spin0", "ManualEvent spin0", "AutoEvent", "ManualEvent", "BusyAutoEvent", "BusyManualEvent",
 		"EventFD (auto)", "Mutex hand-off", "Mutex hand-off spin0"} {
 		re := regexp.MustCompile(`(?m)^ +` + regexp.QuoteMeta(row) + ` +` + dur + ` +` + dur + `( +` + ratio + `){4}`)
 		if n := len(re.FindAllString(r.stdout, -1)); n != 2 {
 			t.Errorf("round-trip row %q appears %d times, want 2 (two CPUs, one CPU)", row, n)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", r.stdout)
+	}
+	if strings.Contains(r.stdout, "NaN") || strings.Contains(r.stdout, "Inf") {
+		t.Errorf("a ratio is not a number:\n%s", r.stdout)
+	}
+}
+
+// wantLogSection checks the Log and Cell section of shm bench's output:
+// every row with its figures, each target said to hold or not, and the
+// count of those that held.
+func wantLogSection(t *testing.T, out string) {
+	t.Helper()
+	dur := `[0-9.]+(ns|µs|ms)`
+	ratio := `[0-9.]+`
+	held := ` +(yes|NO) *$`
+	for _, want := range []string{
+		`Log and Cell \(64 KiB rings\), 3 rounds`,
+		`One-way latency, 64 bytes: half a round trip through two logs .* raw spin round trip ` + dur + ` \(CPUs (close together|far apart)\)`,
+		`(?m)^ +raw spin \(hardware floor\) +` + dur + ` +` + dur + ` +` + dur + ` +` + ratio + ` +` + ratio + ` *$`,
+		`(?m)^ +Queue \(for comparison\) +` + dur + ` +` + dur + ` +` + dur + ` +` + ratio + ` +` + ratio + ` *$`,
+		`(?m)^ +Log +` + dur + ` +` + dur + ` +` + dur + ` +` + ratio + ` +` + ratio + ` +x spin <= 1.3` + held,
+		`(?m)^ +Log spin0 \(reader asleep\) +` + dur + ` +` + dur + ` +` + dur + ` +` + ratio + ` +` + ratio + ` +x futex <= 1.2` + held,
+		`Throughput, 64-byte messages from one process, 10000 per run`,
+		`(?m)^ +Queue Send, 1 consumer +` + ratio + ` +` + ratio + ` +1.00 +- +- *$`,
+		`(?m)^ +Log Append, 1 reader +` + ratio + ` +` + ratio + ` +` + ratio + ` +` + ratio + ` +` + ratio + `%.* +x Queue >= 0.8` + held,
+		`(?m)^ +Log Append, 8 readers +` + ratio + ` +` + ratio + ` +` + ratio + ` +` + ratio + ` +` + ratio + `%.* +x 1 reader >= 0.9` + held,
+		`(?m)^ +copy\(\) in, 64 B +` + ratio + ` +- *$`,
+		`(?m)^ +Cell.Store, 64 B +` + ratio + ` +` + ratio + ` +x copy <= 2.0` + held,
+		`(?m)^ +copy\(\) out, 64 B +` + ratio + ` +- *$`,
+		`(?m)^ +Cell.Load, 64 B +` + ratio + ` +` + ratio + ` +x copy <= 2.0` + held,
+		`(?m)^Log and Cell targets held: [0-6] of 6$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
+
+// TestBenchLogOnly runs shm bench -log-only: the Log and Cell section, and
+// nothing else.
+func TestBenchLogOnly(t *testing.T) {
+	r := shmCmd(t, "bench", "-quick", "-log-only")
+	r.want(t, 0)
+	wantLogSection(t, r.stdout)
+	for _, other := range []string{"Uncontended", "Round trip between two processes", "Queue (64 KiB rings", "1 MiB messages"} {
+		if strings.Contains(r.stdout, other) {
+			t.Errorf("-log-only printed %q", other)
 		}
 	}
 	if t.Failed() {

@@ -289,9 +289,24 @@ func (p *Peer) checkJob(j *Job) error {
 		if j.Size < 16 || j.Size > MaxSize {
 			return fmt.Errorf("bench: messages of %d bytes (from 16 to %d)", j.Size, MaxSize)
 		}
+	case LogStream, LogPingPong:
+		if j.Size == 0 {
+			j.Size = 64
+		}
+		if j.Size < 16 || j.Size > logMax {
+			return fmt.Errorf("bench: log messages of %d bytes (from 16 to %d)", j.Size, logMax)
+		}
 	}
 	if j.Batch < 1 {
 		j.Batch = 1
+	}
+	if j.Mode == LogStream {
+		if j.Readers < 1 {
+			j.Readers = 1
+		}
+		if j.Readers > 1+len(p.helpers) {
+			return fmt.Errorf("bench: %d log readers need %d helper processes, %d started", j.Readers, j.Readers-1, len(p.helpers))
+		}
 	}
 	if j.Mode == QueueProducers {
 		if j.Size > smallMax {
@@ -529,13 +544,21 @@ func (p *Peer) StartHelpers(k int, command func(segment string, index int) *exec
 	return nil
 }
 
+// helpersOf is how many helper processes take part in j.
+func helpersOf(j Job) int {
+	switch j.Mode {
+	case QueueProducers:
+		return j.Producers - 1
+	case LogStream:
+		return j.Readers - 1
+	}
+	return 0
+}
+
 // awaitHelpers waits until the helpers the command needs stored its number
 // in w (hready or hdone).
 func (p *Peer) awaitHelpers(w *[maxHelpers]padWord) error {
-	if p.job.Mode != QueueProducers {
-		return nil
-	}
-	for i := 0; i < p.job.Producers-1; i++ {
+	for i := 0; i < helpersOf(p.job); i++ {
 		h := p.helpers[i]
 		if err := awaitProc(&w[i].v, p.c, h.exited, fmt.Sprintf("helper process %d", i+1), &h.out); err != nil {
 			return err
@@ -546,7 +569,8 @@ func (p *Peer) awaitHelpers(w *[maxHelpers]padWord) error {
 
 // ServeHelper is helper process index (from 1): it opens the round-trip
 // segment name and sends its share of the messages of every QueueProducers
-// command that counts it in, until told to exit; it fails when orphaned.
+// command that counts it in, and reads every LogStream run that counts it
+// in, until told to exit; it fails when orphaned.
 func ServeHelper(name string, index int) error {
 	if index < 1 || index > maxHelpers {
 		return fmt.Errorf("bench: helper %d (from 1 to %d)", index, maxHelpers)
@@ -565,6 +589,10 @@ func ServeHelper(name string, index int) error {
 		return err
 	}
 	defer prod.Close()
+	stream, err := m.Log(lStream)
+	if err != nil {
+		return err
+	}
 	buf := make([]byte, smallMax)
 	parent := os.Getppid()
 	var last uint32
@@ -585,13 +613,24 @@ func ServeHelper(name string, index int) error {
 		if j.Mode == exit {
 			return nil
 		}
-		if j.Mode != QueueProducers || index >= j.Producers {
+		if index > helpersOf(j) {
 			continue
 		}
 		shm.SetSpin(j.Spin)
+		var rd *shm.LogReader
+		if j.Mode == LogStream {
+			if rd, err = stream.Reader(shm.LogNext); err != nil {
+				return err
+			}
+		}
 		atomic.StoreUint32(&s.qs.hready[index-1].v, c)
 		futex.Wake(&s.qs.hready[index-1].v, futex.All)
-		produce(s, c, prod, index, j, buf)
+		if rd != nil {
+			readStream(s, index, rd, uint64(j.N), j.Size, buf)
+			rd.Close()
+		} else {
+			produce(s, c, prod, index, j, buf)
+		}
 		atomic.StoreUint32(&s.qs.hdone[index-1].v, c)
 		futex.Wake(&s.qs.hdone[index-1].v, futex.All)
 	}

@@ -28,7 +28,8 @@ type shared struct {
 	size  uint32 // Job.Size
 	batch uint32 // Job.Batch
 	procs uint32 // Job.Producers
-	_     [36]byte
+	reads uint32 // Job.Readers
+	_     [32]byte
 	ready uint32 // the peer is running command ready
 	_     [60]byte
 	done  uint32 // the peer finished command done
@@ -48,6 +49,7 @@ type shared struct {
 	_          [56]byte
 
 	qs queueShared // the queue modes' words (queue_linux.go)
+	ls logShared   // the log modes' (log_linux.go)
 }
 
 type padWord struct {
@@ -95,6 +97,10 @@ const (
 	QueuePingPong   // a message each way through a pair of Queues, read back with Copy
 	UnixSocketSized // a message of Job.Size bytes each way through a Unix socket pair
 	QueueProducers  // Job.Producers processes send to one Queue, this process receives
+
+	// The log modes (log_linux.go).
+	LogStream   // this process appends to a Log that Job.Readers processes read
+	LogPingPong // a message each way through a pair of Logs, read with Copy
 )
 
 // The eventfd events of the round-trip segment.
@@ -131,6 +137,7 @@ type Peer struct {
 	job Job
 
 	qe      *coordQueues // this process's ends of the queues
+	le      *coordLogs   // and of the logs
 	helpers []*helper    // producer processes started by StartHelpers
 	t0, t1  int64        // Drive's first and last instants (monotonic(), ns)
 }
@@ -139,13 +146,15 @@ type Peer struct {
 // with SetSpin(Spin) (-1: the default). The queue modes also read Size
 // (bytes per message), Batch (QueueStream: messages the consumer releases
 // together; 0 or 1: each) and Producers (QueueProducers: producer
-// processes, the peer and helpers started by StartHelpers).
+// processes, the peer and helpers started by StartHelpers); the log modes
+// Size and Readers (LogStream: reader processes, the peer and helpers).
 type Job struct {
 	Mode      Mode
 	Spin, N   int
 	Size      int
 	Batch     int
 	Producers int
+	Readers   int
 }
 
 // Start creates the round-trip segment under name (empty: a name of its
@@ -156,6 +165,7 @@ func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
 	conf.AddEvent(shm.EventFDAuto) // efdPing
 	conf.AddEvent(shm.EventFDAuto) // efdPong
 	addQueues(&conf)
+	addLogs(&conf)
 	m, err := conf.Create()
 	if err != nil {
 		return nil, err
@@ -178,6 +188,10 @@ func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
 		}
 	}
 	if p.qe, err = openCoordQueues(m); err != nil {
+		return fail(err)
+	}
+	if p.le, err = openCoordLogs(m); err != nil {
+		p.qe.close()
 		return fail(err)
 	}
 	var toPeer, fromPeer [2]int
@@ -211,6 +225,7 @@ func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
 		unix.Close(p.pipeR)
 		unix.Close(p.sock)
 		p.qe.close()
+		p.le.close()
 		m.Close()
 		return nil, err
 	}
@@ -249,6 +264,7 @@ func (p *Peer) Close() {
 	unix.Close(p.pipeR)
 	unix.Close(p.sock)
 	p.qe.close()
+	p.le.close()
 	p.m.Close()
 }
 
@@ -264,6 +280,7 @@ func (p *Peer) command(j Job) uint32 {
 	atomic.StoreUint32(&s.size, uint32(j.Size))
 	atomic.StoreUint32(&s.batch, uint32(j.Batch))
 	atomic.StoreUint32(&s.procs, uint32(j.Producers))
+	atomic.StoreUint32(&s.reads, uint32(j.Readers))
 	c := atomic.AddUint32(&s.cmd, 1)
 	futex.Wake(&s.cmd, futex.All)
 	return c
@@ -313,6 +330,7 @@ func (p *Peer) PrepareJob(j Job) error {
 	atomic.StoreUint32(&s.pong.v, 0)
 	s.turn = 0
 	s.qs.reset()
+	s.ls.reset()
 	shm.SetSpin(j.Spin)
 	p.c, p.job = p.command(j), j
 	if err := p.await(&s.ready, p.c); err != nil {
@@ -373,7 +391,8 @@ func (p *Peer) Run(mode Mode, spin, n, every int, ts []time.Duration) ([]time.Du
 // RunJob is Run for a Job. For the streams (RawRing, QueueStream,
 // QueueCopy), the time is from the first message sent to the last one
 // received by the peer; for QueueProducers, from the producers' start to
-// the last message received here.
+// the last message received here; for LogStream, from the first Append to
+// the last (the writer's time).
 func (p *Peer) RunJob(j Job, every int, ts []time.Duration) ([]time.Duration, time.Duration, error) {
 	if err := p.PrepareJob(j); err != nil {
 		return ts, 0, err
@@ -387,7 +406,7 @@ func (p *Peer) RunJob(j Job, every int, ts []time.Duration) ([]time.Duration, ti
 	switch j.Mode {
 	case RawRing, QueueStream, QueueCopy:
 		el = time.Duration(atomic.LoadInt64(&p.s.qs.end.v) - p.t0)
-	case QueueProducers:
+	case QueueProducers, LogStream:
 		el = time.Duration(p.t1 - p.t0)
 	}
 	return ts, el, nil
@@ -469,11 +488,14 @@ func (p *Peer) trip(j Job) (trip func(i uint32), end func()) {
 	if trip, end := p.queueTrip(j); trip != nil {
 		return trip, end
 	}
+	if trip, end := p.logTrip(j); trip != nil {
+		return trip, end
+	}
 	panic("bench: unknown mode " + strconv.Itoa(int(j.Mode)))
 }
 
 // respond is the peer's side of the command j.
-func respond(s *shared, efd [2]shm.Event, pq *peerQueues, c uint32, j Job) {
+func respond(s *shared, efd [2]shm.Event, pq *peerQueues, pl *peerLogs, c uint32, j Job) {
 	n := j.N
 	switch j.Mode {
 	case RawSpin:
@@ -531,6 +553,8 @@ func respond(s *shared, efd [2]shm.Event, pq *peerQueues, c uint32, j Job) {
 			s.counter++
 			s.mu.Unlock()
 		}
+	case LogStream, LogPingPong:
+		pl.respond(s, j)
 	default:
 		pq.respond(s, c, j)
 	}
@@ -564,6 +588,7 @@ func (s *shared) job() Job {
 		Size:      int(atomic.LoadUint32(&s.size)),
 		Batch:     int(atomic.LoadUint32(&s.batch)),
 		Producers: int(atomic.LoadUint32(&s.procs)),
+		Readers:   int(atomic.LoadUint32(&s.reads)),
 	}
 }
 
@@ -596,6 +621,11 @@ func Serve(name string) error {
 		return err
 	}
 	defer pq.close()
+	pl, err := openPeerLogs(m)
+	if err != nil {
+		return err
+	}
+	defer pl.close()
 	parent := os.Getppid()
 	var last uint32
 	for {
@@ -613,13 +643,14 @@ func Serve(name string) error {
 			return nil
 		}
 		shm.SetSpin(j.Spin)
+		pl.prepare(j)
 		atomic.StoreUint32(&s.ready, c)
 		futex.Wake(&s.ready, futex.All)
 		if j.Mode == Contended {
 			for atomic.LoadUint32(&s.start) != c {
 			}
 		}
-		respond(s, efd, pq, c, j)
+		respond(s, efd, pq, pl, c, j)
 		atomic.StoreUint32(&s.done, c)
 		futex.Wake(&s.done, futex.All)
 	}
