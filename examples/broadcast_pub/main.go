@@ -168,7 +168,7 @@ func waitReaders(ctx context.Context, l *shm.Log, ok func(n int) bool, patience 
 		}
 		n := 0
 		for _, r := range st.Readers {
-			if r.Alive {
+			if r.Process.Alive {
 				n++
 			}
 		}

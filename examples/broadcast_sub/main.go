@@ -85,7 +85,7 @@ func run() int {
 		next     uint64 // the sequence number of the next message
 		received uint64
 		lost     uint64
-		early    uint64 // lost before the first message read
+		early    uint64 // published before this reader attached, and gone
 		st       status
 		start    time.Time
 		last     = time.Now() // the last message or status change
@@ -97,6 +97,21 @@ func run() int {
 			msg, err = r.ReceiveTimeout(20 * time.Millisecond)
 		}
 		var le *shm.LostError
+		if received+lost == 0 {
+			// The first message (or loss) this reader sees: a reader that
+			// attached after the log went round once starts after the
+			// messages it never had, which count as lost here.
+			first := msg.Seq()
+			if errors.As(err, &le) {
+				first = le.Seq
+			}
+			if err == nil || le != nil {
+				if first > next {
+					early, lost, next = first, first, first
+				}
+				start = time.Now()
+			}
+		}
 		switch {
 		case errors.As(err, &le):
 			// Messages overwritten before we read them: the next call goes on
@@ -139,20 +154,9 @@ func run() int {
 		case s < next:
 			fmt.Fprintf(os.Stderr, "%s: message %d after %d: out of order\n", me, s, next-1)
 			return 1
-		case s > next && received+lost == 0:
-			// A reader learns the log's sequence numbers from the first
-			// message it reads: the ones overwritten before that (it
-			// attached late, or fell a ring behind at once) are counted
-			// here.
-			start = last
-			early = s
-			lost += s
-			next = s
 		case s > next:
 			fmt.Fprintf(os.Stderr, "%s: message %d after %d, and no loss reported\n", me, s, next-1)
 			return 1
-		case received+lost == 0:
-			start = last
 		}
 		b := msg.Bytes() // the message in the log's ring: read it, then Check
 		seq, ok := check(b)
@@ -176,7 +180,7 @@ func run() int {
 }
 
 func summary(me string, st status, next, received, lost, early uint64, d time.Duration) int {
-	fmt.Printf("%s: received and checked %d messages in order in %v, lost %d (%d of them before the first one read), of %d published\n",
+	fmt.Printf("%s: received and checked %d messages in order in %v, lost %d (%d of them before it attached), of %d published\n",
 		me, received, d.Round(time.Millisecond), lost, early, st.Published)
 	if received+lost != st.Published || next != st.Published || st.Published != st.Total {
 		fmt.Fprintf(os.Stderr, "%s: received %d + lost %d != published %d (total %d)\n", me, received, lost, st.Published, st.Total)
