@@ -14,7 +14,7 @@ import (
 // message is a slice outside the ring.
 
 const (
-	flCapacity = 256
+	flCapacity = 1024
 	flReaders  = 2
 )
 

@@ -60,8 +60,8 @@ import (
 // which take no number, the next message's).
 //
 // Writer, appending a record of size s at tail t (with padding first if
-// it would not fit before the end of the ring; padding and record are at
-// most half the ring): end = t + padding + s. The bytes it writes held the
+// it would not fit before the end of the ring; a record is at most an
+// eighth of the ring, padding and record at most a quarter): end = t + padding + s. The bytes it writes held the
 // records at positions [end-capacity, ...): first it moves head past them
 // (walking the old records' headers, its own of a lap ago), then stores
 // intent = end with a full barrier, loads wake, writes the padding record,
@@ -69,10 +69,20 @@ import (
 // release store), and wakes the readers if bit 0 of wake was set.
 //
 // Reader, at position p < tail: the bytes of positions [p, p+s) are whole
-// as long as intent <= p + capacity. It loads the header, checks intent,
-// then trusts the header (and bounds-checks it all the same); a copying
-// read (Copy) copies the payload and checks intent again, after the copy;
-// a reading in place (Receive) is checked by Check, after the caller read.
+// as long as intent <= p + capacity. It loads the header, checks, then
+// trusts the header (and bounds-checks it all the same); a copying read
+// (Copy) copies the payload and checks again, after the copy; a reading in
+// place (Receive) is checked by Check, after the caller read. A check that
+// finds tail - p <= capacity - span, where span = 2 x the largest record
+// (the most one append writes: a record, and padding before it), needs no
+// intent: an append writes its bytes after the store of the previous
+// append's tail, so a reader that saw any of them (and loads tail after
+// its reads, with a load-load fence) sees that tail T or a later one, and
+// the append ends before T + span, destroying positions before
+// T + span - capacity <= p only. So readers keep up without loading
+// intent, and its line stays in the writer's cache, where its full
+// barrier is cheap; only a reader near the edge, or about to sleep,
+// loads it.
 // A reader that finds intent > p + capacity was overrun: it goes on from
 // head (stored before intent, so never behind intent - capacity), and the
 // difference of sequence numbers between what it expected and what it
@@ -104,7 +114,8 @@ type Log struct {
 	ring []byte
 	mask uint64
 	max  int
-	nsl  int // reader slots
+	nsl  int    // reader slots
+	safe uint64 // a record at most this far behind tail is whole (see whole)
 
 	tail, intent, head, last, writer, lostW *uint64
 	wake                                    *uint32
@@ -130,7 +141,7 @@ const (
 	lSlotSize    = 64
 	lDefSlots    = 64
 	lMaxSlots    = 1 << 16
-	lMinCapacity = 64
+	lMinCapacity = 256
 
 	recLost = 5
 
@@ -148,8 +159,11 @@ func LogSize(capacity, readers int) int {
 }
 
 // LogMaxMessage returns the largest message a log of the given capacity can
-// take (as for a Queue, QueueMaxMessage).
-func LogMaxMessage(capacity int) int { return QueueMaxMessage(capacity) }
+// take: a record (16 bytes of header, the payload, padded to 16) may not be
+// more than an eighth of the ring, so that one append (a record, and
+// padding before it) writes at most a quarter of it, which readers far
+// enough from the writer know without asking (see Log, "Reader").
+func LogMaxMessage(capacity int) int { return capacity/8 - qRecHeader }
 
 func checkLogSpec(capacity, maxMessage, readers int) error {
 	if capacity < lMinCapacity || uint64(capacity) > qMaxCapacity || capacity&(capacity-1) != 0 {
@@ -227,6 +241,7 @@ func AttachLog(b []byte) (l *Log, err error) {
 		return nil, fmt.Errorf("%w: log of %d bytes does not fit in %d", ErrCorrupt, LogSize(capacity, nsl), len(b))
 	}
 	l = &Log{mem: b[:LogSize(capacity, nsl)], mask: uint64(capacity - 1), max: maxMsg, nsl: nsl}
+	l.safe = uint64(capacity) - 2*align16(qRecHeader+uint64(maxMsg))
 	l.ring = l.mem[lOffSlots+nsl*lSlotSize:]
 	w64 := func(off int) *uint64 { return (*uint64)(unsafe.Pointer(&b[off])) }
 	l.tail, l.intent, l.head, l.last = w64(lOffTail), w64(lOffIntent), w64(lOffHead), w64(lOffLast)
@@ -802,9 +817,14 @@ func (r *LogReader) Check(m LogMessage) (err error) {
 }
 
 // whole reports whether the record at pos was not overwritten: every read
-// of it before the call saw its bytes.
+// of it before the call saw its bytes. A record at most safe behind tail
+// is (see Log, "Reader"): the reader need not load intent, whose line then
+// stays with the writer.
 func (r *LogReader) whole(pos uint64) bool {
 	loadFence(&r.fence)
+	if atomic.LoadUint64(r.l.tail)-pos <= r.l.safe {
+		return true
+	}
 	return atomic.LoadUint64(r.l.intent)-pos <= uint64(len(r.l.ring))
 }
 
@@ -934,18 +954,16 @@ func (r *LogReader) next() (pos uint64, n uint32, seq uint64, wait bool, err err
 			}
 			r.tail = t
 		}
+		hd := atomic.LoadUint64(l.hd(p))
+		sq := atomic.LoadUint64(l.sq(p))
 		if !r.whole(p) {
-			// Overrun: go on from the oldest record still whole.
+			// Overrun (before or while the header was read): go on from
+			// the oldest record still whole.
 			h := atomic.LoadUint64(l.head)
 			if h <= p || h > atomic.LoadUint64(l.tail) || h&15 != 0 {
 				return 0, 0, 0, false, r.corrupt("head %d, reader at %d", h, p)
 			}
 			r.pos = h
-			continue
-		}
-		hd := atomic.LoadUint64(l.hd(p))
-		sq := atomic.LoadUint64(l.sq(p))
-		if !r.whole(p) {
 			continue
 		}
 		ln := recLen(hd)

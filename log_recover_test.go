@@ -12,7 +12,7 @@ import (
 // states are made here by hand, word by word, as the dead writer left them.
 
 func TestLogRecoverStates(t *testing.T) {
-	const capacity = 512
+	const capacity = 1024
 	for _, tc := range []struct {
 		name string
 		// die leaves an append of n bytes half done, as a writer that died
@@ -34,11 +34,11 @@ func TestLogRecoverStates(t *testing.T) {
 			storeOrdered(w.l.last, start)
 		}},
 	} {
-		// Records of 64 bytes before; the dead one's is 128: after 7, it
+		// Records of 64 bytes before; the dead one's is 128: after 15, it
 		// wraps (padding first) and overwrites the first two; "after"
-		// (32 bytes) then overwrites one more. After 6, the dead one's
+		// (32 bytes) then overwrites one more. After 14, the dead one's
 		// ends at the end of the ring, and "after" overwrites the first.
-		for _, before := range []int{0, 1, 3, 6, 7} {
+		for _, before := range []int{0, 1, 3, 14, 15} {
 			t.Run(tc.name, func(t *testing.T) {
 				seg, err := Create(testName(t), LogSize(capacity, 2))
 				if err != nil {
@@ -83,9 +83,9 @@ func TestLogRecoverStates(t *testing.T) {
 				buf := make([]byte, 64)
 				overwritten := 0 // by the recovered record, and by "after"
 				switch before {
-				case 6:
+				case 14:
 					overwritten = 1
-				case 7:
+				case 15:
 					overwritten = 3
 				}
 				var got []string

@@ -37,7 +37,7 @@ func lostCount(t testing.TB, err error) uint64 {
 
 func TestLogBasics(t *testing.T) {
 	_, l := newLog(t, 1024, 0)
-	if l.Capacity() != 1024 || l.MaxMessage() != 1024/2-16 {
+	if l.Capacity() != 1024 || l.MaxMessage() != 1024/8-16 {
 		t.Fatalf("capacity %d, max %d", l.Capacity(), l.MaxMessage())
 	}
 	w, err := l.Writer()
@@ -342,4 +342,33 @@ func TestCellBasics(t *testing.T) {
 	if err != nil || st.Version != 2 || st.Size != 24 || !st.Writer.Alive {
 		t.Fatalf("%+v %v", st, err)
 	}
+}
+
+// TestLogCheckExact: a message read in place stays whole until the append
+// that overwrites its first byte, and not one append longer: Check says so
+// exactly, at the edge where it must ask the writer's intent.
+func TestLogCheckExact(t *testing.T) {
+	_, l := newLog(t, 1024, 0)
+	w, _ := l.Writer()
+	r, _ := l.Reader(LogOldest)
+	w.Append([]byte("first")) // [0, 32)
+	m, err := r.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 31; i++ { // 31 records of 32 bytes: [32, 1024)
+		w.Append(make([]byte, 16))
+	}
+	if err := r.Check(m); err != nil {
+		t.Fatalf("the ring is full, nothing overwritten: %v", err)
+	}
+	b, err := w.Claim(16) // [1024, 1056): intent announces the overwrite
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Check(m); !errors.Is(err, ErrLost) {
+		t.Fatalf("overwritten by the open claim: %v", err)
+	}
+	b[0] = 1
+	w.Commit()
 }

@@ -228,7 +228,8 @@ func TestManagedHeaderCorrupt(t *testing.T) {
 		edit  func(b []byte)
 	}{
 		{"magic", func(b []byte) { b[0] = 'X' }},
-		{"version", func(b []byte) { ne.PutUint32(b[8:], layoutVersion+1) }},
+		{"version", func(b []byte) { ne.PutUint32(b[8:], layoutVersion4+1) }}, // 3 and 4 are known
+		{"logs in version 3", func(b []byte) { ne.PutUint32(b[68:], 1) }},
 		{"byte order", func(b []byte) { ne.PutUint32(b[12:], 0x04030201) }},
 		{"word size", func(b []byte) { ne.PutUint32(b[16:], 4) }},
 		{"state", func(b []byte) { ne.PutUint32(b[20:], 7) }},

@@ -450,7 +450,7 @@ func TestInspectQueue(t *testing.T) {
 func TestInspectLogAndCell(t *testing.T) {
 	name := fmt.Sprintf("%s%d", namePrefix(), counter.Add(1))
 	conf := shm.Config{Name: name, Size: 64}
-	conf.AddLog(4096, 1000)
+	conf.AddLog(4096, 400)
 	conf.AddCell(16)
 	m, err := conf.Create()
 	if err != nil {
@@ -494,7 +494,7 @@ func TestInspectLogAndCell(t *testing.T) {
 	for _, want := range []string{
 		"data:    64 bytes, 0 lock(s), 0 event(s), 0 queue(s), 1 log(s), 1 cell(s)\n",
 		// 32 + 128 + 16 bytes of records
-		fmt.Sprintf("log 0:   4096 bytes (messages up to 1000); 3 message(s) appended; head 0, tail 176; writer pid %d; 1 registered reader(s)\n", self),
+		fmt.Sprintf("log 0:   4096 bytes (messages up to 400); 3 message(s) appended; head 0, tail 176; writer pid %d; 1 registered reader(s)\n", self),
 		fmt.Sprintf("  reader pid %d: 2 message(s) behind (144 bytes), 0 lost\n", self),
 		fmt.Sprintf("cell 0:  16 bytes; version 2; writer pid %d\n", self),
 	} {
