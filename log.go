@@ -866,27 +866,29 @@ func (r *LogReader) CopyContext(ctx context.Context, buf []byte) (int, error) {
 // TryCopy is Copy that does not wait: ErrEmpty when there is no message.
 func (r *LogReader) TryCopy(buf []byte) (int, error) { return r.copyInto(buf, nil, true) }
 
+// copyInto is Copy: one guarded call that receives, copies and checks.
 func (r *LogReader) copyInto(buf []byte, dl *deadline, try bool) (n int, err error) {
+	l := r.l
+	if r.closed || l.stop.Load() {
+		return 0, l.closedErr("receive")
+	}
+	defer catchFault(&err, debug.SetPanicOnFault(true))
 	pos, seq, synced := r.pos, r.seq, r.synced
-	m, err := r.receive(dl, try)
+	mpos, mn, mseq, err := r.receiveIn(dl, try)
 	if err != nil {
 		return 0, err
 	}
-	if int(m.n) > len(buf) {
+	if int(mn) > len(buf) {
 		r.pos, r.seq, r.synced, r.received = pos, seq, synced, r.received-1
 		r.report()
-		return int(m.n), &Error{Op: "receive", Name: r.l.name(), Err: fmt.Errorf("%w: the message has %d bytes, the buffer %d", ErrTooLarge, m.n, len(buf))}
+		return int(mn), &Error{Op: "receive", Name: l.name(), Err: fmt.Errorf("%w: the message has %d bytes, the buffer %d", ErrTooLarge, mn, len(buf))}
 	}
-	if r.l.stop.Load() {
-		return 0, r.l.closedErr("receive")
-	}
-	defer catchFault(&err, debug.SetPanicOnFault(true))
-	copyFromShared(buf[:m.n], r.l.ring, m.pos&r.l.mask+qRecHeader)
-	if !r.whole(m.pos) {
+	copyFromShared(buf[:mn], l.ring, mpos&l.mask+qRecHeader)
+	if !r.whole(mpos) {
 		r.received--
-		return 0, r.lostError("receive", 1, m.seq)
+		return 0, r.lostError("receive", 1, mseq)
 	}
-	return int(m.n), nil
+	return int(mn), nil
 }
 
 func (r *LogReader) receive(dl *deadline, try bool) (LogMessage, error) {
@@ -903,6 +905,12 @@ func (r *LogReader) receiveGuarded(dl *deadline, try bool) (pos uint64, n uint32
 		return 0, 0, 0, l.closedErr("receive")
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
+	return r.receiveIn(dl, try)
+}
+
+// receiveIn is receive's work, for a guarded caller.
+func (r *LogReader) receiveIn(dl *deadline, try bool) (pos uint64, n uint32, seq uint64, err error) {
+	l := r.l
 	pos, n, seq, wait, err := r.next()
 	switch {
 	case err != nil:
