@@ -44,7 +44,8 @@ import (
 //	intent  where the record being written ends (tail between two
 //	        appends): stored by the writer before it writes a byte of it
 //	head    the oldest record still whole; last the newest record (not
-//	        padding): stored by the writer
+//	        padding); newest the newest message's record (not padding nor
+//	        an aborted claim): stored by the writer
 //	writer  the writer's owner token (0: none)
 //	wake    futex word of the readers: bit 0 some may be asleep, bits
 //	        1..31 a sequence
@@ -118,6 +119,7 @@ type Log struct {
 	safe uint64 // a record at most this far behind tail is whole (see whole)
 
 	tail, intent, head, last, writer, lostW *uint64
+	newest                                  *uint64
 	wake                                    *uint32
 
 	wr       atomic.Pointer[LogWriter] // this process's writer
@@ -136,6 +138,7 @@ const (
 	lOffLast     = 200
 	lOffWriter   = 208
 	lOffLostW    = 216
+	lOffNewest   = 224
 	lOffWake     = 256
 	lOffSlots    = 320
 	lSlotSize    = 64
@@ -145,7 +148,7 @@ const (
 
 	recLost = 5
 
-	noRecord = ^uint64(0) // last, while no message was appended
+	noRecord = ^uint64(0) // last and newest, while nothing was appended
 )
 
 // LogSize returns the bytes a log of the given capacity (a power of two,
@@ -208,6 +211,7 @@ func FormatLog(b []byte, capacity, maxMessage, readers int) (*Log, error) {
 	ne.PutUint32(b[16:], uint32(maxMessage))
 	ne.PutUint32(b[20:], uint32(readers))
 	ne.PutUint64(b[lOffLast:], noRecord)
+	ne.PutUint64(b[lOffNewest:], noRecord)
 	copy(b[0:8], logMagic) // last: an attacher checks it
 	return AttachLog(b)
 }
@@ -245,7 +249,7 @@ func AttachLog(b []byte) (l *Log, err error) {
 	l.ring = l.mem[lOffSlots+nsl*lSlotSize:]
 	w64 := func(off int) *uint64 { return (*uint64)(unsafe.Pointer(&b[off])) }
 	l.tail, l.intent, l.head, l.last = w64(lOffTail), w64(lOffIntent), w64(lOffHead), w64(lOffLast)
-	l.writer, l.lostW = w64(lOffWriter), w64(lOffLostW)
+	l.writer, l.lostW, l.newest = w64(lOffWriter), w64(lOffLostW), w64(lOffNewest)
 	l.wake = (*uint32)(unsafe.Pointer(&b[lOffWake]))
 	return l, nil
 }
@@ -403,6 +407,7 @@ func (w *LogWriter) recover() error {
 		storeOrdered(l.hd(t), recHeader(i-t-qRecHeader, recLost, 0))
 		storeOrdered(l.sq(t), w.seq)
 		storeOrdered(l.last, t)
+		storeOrdered(l.newest, t)
 		w.seq++
 		atomic.AddUint64(l.lostW, 1)
 	}
@@ -581,6 +586,7 @@ func (w *LogWriter) publish(start, n, state uint64, wk bool) {
 	end := start + align16(qRecHeader+n)
 	storeOrdered(l.last, start)
 	if state != recAborted {
+		storeOrdered(l.newest, start)
 		w.seq++
 	}
 	storeRelease(l.tail, end)
@@ -632,6 +638,8 @@ type LogReader struct {
 	fence          uint32
 	watch          ownerWatch
 	deadW          uint64 // a writer found dead while its record was in progress
+	cur            uint64 // the position of the last message returned, plus one
+	curLost        bool   // Check found it overwritten
 	closed         bool
 }
 
@@ -673,8 +681,10 @@ func (l *Log) Reader(from LogStart) (r *LogReader, err error) {
 		r.pos = atomic.LoadUint64(l.head)
 	case LogNewest:
 		r.pos = atomic.LoadUint64(l.tail)
-		if last := atomic.LoadUint64(l.last); last != noRecord && last < r.pos && r.pos-last <= uint64(len(l.ring)) {
-			r.pos = last
+		// The newest message, if it is still whole (after aborted claims
+		// a lap long, it may not be).
+		if nw := atomic.LoadUint64(l.newest); nw != noRecord && nw < r.pos && nw&15 == 0 && atomic.LoadUint64(l.intent)-nw <= uint64(len(l.ring)) {
+			r.pos = nw
 		}
 	case LogNext:
 		r.pos = atomic.LoadUint64(l.tail)
@@ -800,10 +810,16 @@ func (r *LogReader) TryReceive() (LogMessage, error) { return r.receive(nil, tru
 // Check reports whether m, the last message Receive returned, was still
 // whole when Check was called, so that whatever was read from m.Bytes()
 // before is the message: nil if so, else an error matching ErrLost (the
-// message counts as lost; discard what was read).
+// message counts as lost, once however many times it is checked; discard
+// what was read). Check of another message is an error matching ErrRange.
 func (r *LogReader) Check(m LogMessage) (err error) {
-	if m.r != r {
-		return &Error{Op: "check", Name: r.l.name(), Err: fmt.Errorf("%w: not a message of this reader", ErrRange)}
+	if m.r != r || m.pos+1 != r.cur {
+		return &Error{Op: "check", Name: r.l.name(), Err: fmt.Errorf("%w: not the last message this reader received", ErrRange)}
+	}
+	if r.curLost {
+		// Checked before, and counted lost then: the same answer, counted
+		// once.
+		return &Error{Op: "check", Name: r.l.name(), Err: &LostError{Count: 1, Seq: m.seq}}
 	}
 	if r.l.stop.Load() {
 		return r.l.closedErr("check")
@@ -812,6 +828,7 @@ func (r *LogReader) Check(m LogMessage) (err error) {
 	if r.whole(m.pos) {
 		return nil
 	}
+	r.curLost = true
 	r.received--
 	return r.lostError("check", 1, m.seq)
 }
@@ -1017,6 +1034,7 @@ func (r *LogReader) next() (pos uint64, n uint32, seq uint64, wait bool, err err
 			return 0, 0, 0, false, r.lostError("receive", 1, sq)
 		}
 		r.received++
+		r.cur, r.curLost = p+1, false
 		r.report()
 		return p, uint32(ln), sq, false, nil
 	}
@@ -1141,7 +1159,10 @@ func (l *Log) Stats() (st LogStats, err error) {
 	st.Tail = atomic.LoadUint64(l.tail)
 	st.Head = atomic.LoadUint64(l.head)
 	if last := atomic.LoadUint64(l.last); last != noRecord && last < st.Tail && st.Tail-last <= uint64(len(l.ring)) {
-		st.Messages = atomic.LoadUint64(l.sq(last)) + 1
+		st.Messages = atomic.LoadUint64(l.sq(last))
+		if s := recState(atomic.LoadUint64(l.hd(last))); s == recCommitted || s == recLost {
+			st.Messages++ // an aborted claim carries the next message's number
+		}
 	}
 	st.WriterLost = atomic.LoadUint64(l.lostW)
 	st.Writer = holder(unsafe.Pointer(l.writer), owner.Token(atomic.LoadUint64(l.writer)))
