@@ -123,6 +123,7 @@ func logThroughput(w io.Writer, p *bench.Peer, c queueCounts, t *targets) error 
 	}
 	names := []string{"Queue Send, 1 consumer", "Log Append, 1 reader", fmt.Sprintf("Log Append, %d readers", logReaders)}
 	ts := make([][]time.Duration, len(jobs))
+	cpu := make([][]time.Duration, len(jobs)) // the writer's CPU time
 	type counts struct{ recv, lost, skip int64 }
 	got := make([]counts, len(jobs))
 	for r := 0; r < c.rounds; r++ {
@@ -132,6 +133,7 @@ func logThroughput(w io.Writer, p *bench.Peer, c queueCounts, t *targets) error 
 				return fmt.Errorf("log throughput: %w", err)
 			}
 			ts[i] = append(ts[i], el)
+			cpu[i] = append(cpu[i], p.DriveCPU())
 			if j.Mode == bench.LogStream {
 				recv, lost, skip := p.LogReaders()
 				got[i].recv += recv
@@ -140,12 +142,18 @@ func logThroughput(w io.Writer, p *bench.Peer, c queueCounts, t *targets) error 
 			}
 		}
 	}
-	fmt.Fprintf(w, "\nThroughput, 64-byte messages from one process, %d per run (rate: higher is better); the writer's time, from its first Append to its last; each reader a process copying every message out (Copy) as fast as it can:\n", c.stream)
+	fmt.Fprintf(w, "\nThroughput, 64-byte messages from one process, %d per run (rate: higher is better); the writer's time, from its first Append to its last, and its thread's CPU time (the cost per message, whatever share of the 2 CPUs the readers leave it); each reader a process copying every message out (Copy) as fast as it can:\n", c.stream)
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tns/msg\tM msgs/s\trate x Queue\trate x 1 reader\treaders received\ttarget\theld\t")
+	fmt.Fprintln(tw, "\tns/msg\tM msgs/s\trate x Queue\trate x 1 reader\tCPU ns/msg\tCPU x 1 reader\treaders received\ttarget\theld\t")
 	q, one := float64(bench.Median(ts[0])), float64(bench.Median(ts[1]))
+	oneCPU := float64(bench.Median(cpu[1]))
 	for i, n := range names {
 		m := float64(bench.Median(ts[i]))
+		mc := float64(bench.Median(cpu[i]))
+		cpuX := "-"
+		if i == 2 {
+			cpuX = fmt.Sprintf("%.2f", mc/oneCPU)
+		}
 		recv, target, xq, x1 := "-", "\t", fmt.Sprintf("%.2f", q/m), fmt.Sprintf("%.2f", one/m)
 		if i == 0 {
 			xq, x1 = "1.00", "-"
@@ -163,7 +171,7 @@ func logThroughput(w io.Writer, p *bench.Peer, c queueCounts, t *targets) error 
 		case 2:
 			target = "x 1 reader " + t.atLeast(one/m, targetReaders)
 		}
-		fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t\n", n, m/float64(c.stream), float64(c.stream)/m*1e3, xq, x1, recv, target)
+		fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%s\t%s\t%.1f\t%s\t%s\t%s\t\n", n, m/float64(c.stream), float64(c.stream)/m*1e3, xq, x1, mc/float64(c.stream), cpuX, recv, target)
 	}
 	tw.Flush()
 	return nil

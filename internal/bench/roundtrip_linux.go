@@ -140,6 +140,7 @@ type Peer struct {
 	le      *coordLogs   // and of the logs
 	helpers []*helper    // producer processes started by StartHelpers
 	t0, t1  int64        // Drive's first and last instants (monotonic(), ns)
+	cpu     int64        // Drive's CPU time (its thread's, ns)
 }
 
 // A Job is one command: N round trips (or messages) of Mode, both sides
@@ -344,6 +345,9 @@ func (p *Peer) PrepareJob(j Job) error {
 func (p *Peer) Drive(every int, ts []time.Duration) []time.Duration {
 	trip, end := p.trip(p.job)
 	n := uint32(p.job.N)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c0 := threadCPU()
 	p.t0 = monotonic()
 	switch p.job.Mode {
 	case Contended:
@@ -371,7 +375,22 @@ func (p *Peer) Drive(every int, ts []time.Duration) []time.Duration {
 		end()
 	}
 	p.t1 = monotonic()
+	p.cpu = threadCPU() - c0
 	return ts
+}
+
+// DriveCPU returns the CPU time the last Drive took on its thread: for
+// LogStream, the writer's cost, whatever share of the CPUs the readers
+// left it.
+func (p *Peer) DriveCPU() time.Duration { return time.Duration(p.cpu) }
+
+// threadCPU returns the calling thread's CPU time (user and system), ns.
+func threadCPU() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+		return 0
+	}
+	return ts.Nano()
 }
 
 // Finish waits until the peer finished the command Prepare started.
