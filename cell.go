@@ -29,7 +29,10 @@ import (
 // Get a Cell from a managed segment (Config.AddCell, Managed.Cell), or lay
 // one out in raw shared memory with FormatCell and attach with AttachCell.
 // A Cell value is this process's handle, safe for concurrent use; a
-// CellWriter is for one goroutine at a time.
+// CellWriter is for one goroutine at a time. Closing the Cell (or its
+// Managed) ends the waits in progress with ErrClosed, but must not run
+// while another goroutine is in Store or Load: they do not register with
+// the handle, which would cost them a good share of their time.
 //
 // # Protocol
 //

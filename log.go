@@ -27,7 +27,12 @@ import (
 // Get a Log from a managed segment (Config.AddLog, Managed.Log), or lay one
 // out in raw shared memory with FormatLog and attach to it with AttachLog.
 // A Log value is this process's handle, safe for concurrent use; a
-// LogWriter and a LogReader are for one goroutine at a time.
+// LogWriter and a LogReader are for one goroutine at a time. Closing the
+// Log (or its Managed) ends the waits in progress with ErrClosed, but must
+// not run while another goroutine is in one of the short calls (Append,
+// Claim, Commit, Copy or Receive of a message that is there, Check): they
+// do not register with the handle, which would cost them a good share of
+// their time.
 //
 // Crashes: a reader that dies holds nothing up (its registration, if any,
 // is taken over by the next reader that needs it). A writer that dies

@@ -944,7 +944,11 @@ func (e *managedEvent) IsSet() bool {
 // this process holds in the segment are given up (other processes take them
 // over as from a dead holder). Locks and events obtained with Mutex and
 // RWMutex must not be used afterwards; Guards and Events obtained from m
-// turn into no-ops and ErrClosed.
+// turn into no-ops and ErrClosed. Queues, logs and cells: their waits end
+// with ErrClosed and later calls fail with it, but their short calls
+// (Send, Append, Store, Load, ...) do not register, which would cost them
+// a good share of their time: Close must not run while another goroutine
+// is in one, as a file's Close must not run during its Read.
 func (m *Managed) Close() error {
 	m.mu.Lock()
 	if m.closed {
