@@ -224,3 +224,60 @@ func TestBreak6LogTooLargeKeepsCount(t *testing.T) {
 		}
 	}
 }
+
+// TestBreak6LogSuccessorSeqAfterPadding: a writer that dies in an append
+// that needed padding (the record starts at the ring's beginning) may have
+// overwritten the header of the last record with its payload: padding and
+// record together take up to nearly the whole ring, not half of it. The
+// successor reads its sequence number from that record (last): it must
+// not take the dead writer's payload for a sequence number.
+func TestBreak6LogSuccessorSeqAfterPadding(t *testing.T) {
+	_, l := newLog(t, 128, 0) // records of 16..64 bytes
+	w, err := l.Writer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := l.Reader(LogOldest)
+	defer r.Close()
+	w.Append(b6Msg(0, 16)) // [0, 32)
+	w.Append(b6Msg(1, 32)) // [32, 80): last = 32
+	// The dying append: 48 bytes (64 with the header) do not fit in
+	// [80, 128): padding there, the record at 128 (ring offset 0), whose
+	// payload covers ring offsets 16..64, the last record's header among
+	// them. The writer wrote its payload, then died.
+	start, _ := w.begin(48)
+	if start != 128 {
+		t.Fatalf("record at %d", start)
+	}
+	junk := make([]byte, 48)
+	for i := range junk {
+		junk[i] = byte(0xa0 + i)
+	}
+	copyToShared(l.ring, start&l.mask+qRecHeader, junk)
+	atomic.StoreUint64(l.writer, 0) // dead
+
+	l2, err := AttachLog(l.mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := l2.Writer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	if w2.Seq() != 3 {
+		t.Errorf("successor's Seq %d (%#x), want 3: messages 0 and 1, then the one lost with the writer", w2.Seq(), w2.Seq())
+	}
+	w2.Append(b6Msg(w2.Seq(), 8))
+	got := b6Drain(t, r)
+	if r.Received()+r.Lost() != 4 {
+		t.Errorf("reader: received %v (%d) + lost %d, want 4", got, r.Received(), r.Lost())
+	}
+	st, err := l2.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Messages != 4 {
+		t.Errorf("Stats.Messages %d, want 4", st.Messages)
+	}
+}
