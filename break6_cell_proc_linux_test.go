@@ -171,7 +171,7 @@ func init() {
 		cancel()
 		seen := uint64(0)
 		maxVal := uint64(0) // the newest value loaded
-		var mismatch error // the first version/value mismatch
+		var mismatch error  // the first version/value mismatch
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			if time.Now().After(deadline) {
