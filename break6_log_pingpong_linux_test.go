@@ -159,8 +159,11 @@ func TestBreak6PingPong(t *testing.T) {
 				}
 			}
 			t.Logf("%d rounds: median %v, p99 %v, max %v; %d of 80 ms or more", len(lat), lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], slow)
-			if slow > 2 {
-				t.Errorf("%d wake-ups took a sleep slice (80 ms or more): lost wake-ups", slow)
+			// Every sleep is bounded (100 ms slices), so a lost wake-up costs
+			// about a slice; a loaded machine costs that now and then too:
+			// more than 0.5% (at least 3) is a pattern, not noise.
+			if slow > max(2, len(lat)/200) {
+				t.Errorf("%d of %d wake-ups took a sleep slice (80 ms or more): lost wake-ups", slow, len(lat))
 			}
 		})
 	}
