@@ -146,7 +146,7 @@ func TestBreak6CellDamage(t *testing.T) {
 			for _, d := range []time.Duration{1, 10 * time.Microsecond, 2 * time.Millisecond} {
 				t0 := time.Now()
 				_, err := c2.WaitTimeout(v, d)
-				if el := time.Since(t0); el > d+500*time.Millisecond {
+				if el := time.Since(t0); el > d+2*time.Second {
 					t.Errorf("%s: WaitTimeout(%v) took %v", what, d, el)
 				}
 				if err != nil && !errors.Is(err, ErrTimeout) {

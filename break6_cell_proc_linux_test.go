@@ -190,8 +190,8 @@ func init() {
 				go func() {
 					select {
 					case <-done:
-					case <-time.After(5 * time.Second):
-						fmt.Printf("Wait(%d) still asleep after 5s; version %d\n", seen, atomic.LoadUint64(c.version))
+					case <-time.After(15 * time.Second):
+						fmt.Printf("Wait(%d) still asleep after 15s; version %d\n", seen, atomic.LoadUint64(c.version))
 						os.Exit(1)
 					}
 				}()
