@@ -421,7 +421,7 @@ func b6LogTorture(t *testing.T, capacity, rounds int) {
 	}
 	t.Logf("readers ready after %v", time.Since(t0))
 	var victims []*child
-	modes := []string{"run", "run", "die0", "die1", "die2"}
+	modes := []string{"run", "run", "die0", "die1", "die1", "die2", "die2"}
 	for i := 0; i < rounds; i++ {
 		if len(victims) < 2 {
 			victims = append(victims, startChild(t, "b6-logr", name, "v", strconv.Itoa(rand.IntN(1<<30)), "1"))
@@ -469,7 +469,7 @@ func b6LogTorture(t *testing.T, capacity, rounds int) {
 }
 
 func TestBreak6LogProcTorture(t *testing.T) {
-	rounds := 16
+	rounds := 24
 	if os.Getenv("SHM_TORTURE") != "" {
 		rounds = 200
 	}
