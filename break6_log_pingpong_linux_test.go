@@ -91,7 +91,7 @@ func TestBreak6PingPong(t *testing.T) {
 	for _, kind := range []string{"log", "cell"} {
 		t.Run(kind, func(t *testing.T) {
 			cfg := Config{Name: testName(t), Size: int(unsafe.Sizeof(b6PingFlags{}))}
-			cfg.AddLog(128, 0)
+			cfg.AddLog(512, 0)
 			cfg.AddCell(16)
 			m, err := cfg.Create()
 			if err != nil {

@@ -473,7 +473,7 @@ func TestBreak6LogProcTorture(t *testing.T) {
 	if os.Getenv("SHM_TORTURE") != "" {
 		rounds = 200
 	}
-	for _, capacity := range []int{128, 1024} {
+	for _, capacity := range []int{512, 1024} {
 		t.Run(strconv.Itoa(capacity), func(t *testing.T) { b6LogTorture(t, capacity, rounds) })
 	}
 }

@@ -29,7 +29,7 @@ type b6WakeFlags struct {
 func newB6Wake(t *testing.T) (string, *Managed, *Log, *Cell, *b6WakeFlags) {
 	t.Helper()
 	cfg := Config{Name: testName(t), Size: int(unsafe.Sizeof(b6WakeFlags{}))}
-	cfg.AddLog(128, 0)
+	cfg.AddLog(512, 0)
 	cfg.AddCell(16)
 	m, err := cfg.Create()
 	if err != nil {
