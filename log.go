@@ -398,6 +398,9 @@ func (w *LogWriter) recover() error {
 		}
 	}
 	if i == t {
+		// A predecessor that died between its store of tail and its
+		// wake-up left readers asleep on a message that is there.
+		l.wakeReaders(atomic.LoadUint32(l.wake))
 		return nil
 	}
 	// The dead writer's record in progress: [t, i), padding first if it
@@ -617,7 +620,9 @@ func (l *Log) wakeReaders(v uint32) {
 type LogStart int
 
 const (
-	// LogOldest starts at the oldest message still in the log.
+	// LogOldest starts at the oldest message still in the log (or, if a
+	// writer appending flat out into a small ring overwrites it again and
+	// again while the reader starts, at the newest).
 	LogOldest LogStart = iota
 	// LogNewest starts at the newest message (the last one appended), or
 	// at the next one if the log is empty.
@@ -680,26 +685,15 @@ func (l *Log) Reader(from LogStart) (r *LogReader, err error) {
 	}
 	defer l.done()
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	r = &LogReader{l: l, slot: -1}
-	switch from {
-	case LogOldest:
-		r.pos = atomic.LoadUint64(l.head)
-	case LogNewest:
-		r.pos = atomic.LoadUint64(l.tail)
-		// The newest message, if it is still whole (after aborted claims
-		// a lap long, it may not be).
-		if nw := atomic.LoadUint64(l.newest); nw != noRecord && nw < r.pos && nw&15 == 0 && atomic.LoadUint64(l.intent)-nw <= uint64(len(l.ring)) {
-			r.pos = nw
-		}
-	case LogNext:
-		r.pos = atomic.LoadUint64(l.tail)
-	default:
+	if from < LogOldest || from > LogNext {
 		return nil, &Error{Op: "attach reader", Name: l.name(), Err: fmt.Errorf("%w: LogStart(%d)", ErrRange, from)}
 	}
-	if r.pos&15 != 0 {
-		return nil, &Error{Op: "attach reader", Name: l.name(), Err: fmt.Errorf("%w: position %d", ErrCorrupt, r.pos)}
+	r = &LogReader{l: l, slot: -1}
+	r.pos, r.seq, err = l.start(from)
+	if err != nil {
+		return nil, &Error{Op: "attach reader", Name: l.name(), Err: err}
 	}
-	r.seq, r.synced = l.seqAt(r.pos)
+	r.synced = true
 	r.tail = r.pos
 	self := uint64(owner.Self())
 	for i := 0; i < l.nsl; i++ {
@@ -719,42 +713,80 @@ func (l *Log) Reader(from LogStart) (r *LogReader, err error) {
 	return r, nil
 }
 
-// seqAt returns the sequence number of the next message at or after pos,
-// a record's start at or after head or tail, so that a new reader counts
-// its losses from where it starts; ok is false if the writer kept moving
-// too fast to tell (the reader then counts from the first message it
-// reads).
-func (l *Log) seqAt(pos uint64) (seq uint64, ok bool) {
+// start returns where a new reader starts (a record's position) and the
+// sequence number of the first message there, so that it counts its losses
+// from its start. A record read here is checked whole after its words were
+// read, as a reader's are.
+//
+// LogNewest starts at the newest message's record, LogNext at the end of
+// the newest record (it may not be published yet: the reader waits there),
+// LogOldest at head. Each but LogOldest is a record the writer will not
+// overwrite for most of a lap; head is the record it overwrites next, so a
+// writer appending flat out into a small ring may overwrite it again and
+// again while it is read: after some tries, LogOldest starts as LogNewest.
+func (l *Log) start(from LogStart) (pos, seq uint64, err error) {
 	capacity := uint64(len(l.ring))
-	for tries := 0; tries < 16; tries++ {
-		t := atomic.LoadUint64(l.tail)
-		if pos < t {
+	var fence uint32
+	whole := func(p uint64) bool {
+		loadFence(&fence)
+		return atomic.LoadUint64(l.intent)-p <= capacity
+	}
+	if from == LogOldest {
+		for tries := 0; tries < 64; tries++ {
+			h := atomic.LoadUint64(l.head)
+			if h&15 != 0 {
+				return 0, 0, fmt.Errorf("%w: head %d", ErrCorrupt, h)
+			}
+			if h == atomic.LoadUint64(l.tail) {
+				break // nothing there: the next message
+			}
 			// A record's number: padding and aborted records carry the
 			// next message's.
-			seq = atomic.LoadUint64(l.sq(pos))
-			loadFence(new(uint32))
-			if atomic.LoadUint64(l.intent)-pos <= capacity {
-				return seq, true
+			seq = atomic.LoadUint64(l.sq(h))
+			if whole(h) {
+				return h, seq, nil
 			}
-			return 0, false // overrun already: the first read jumps
 		}
-		last := atomic.LoadUint64(l.last)
-		if last != noRecord {
-			seq = atomic.LoadUint64(l.sq(last))
-			st := recState(atomic.LoadUint64(l.hd(last)))
-			loadFence(new(uint32))
-			if atomic.LoadUint64(l.intent)-last > capacity {
-				continue
+		from = LogNewest
+	}
+	if from == LogNewest {
+		for tries := 0; tries < 64; tries++ {
+			nw := atomic.LoadUint64(l.newest)
+			if nw == noRecord || nw&15 != 0 {
+				break
 			}
-			if last < t && (st == recCommitted || st == recLost) {
-				seq++ // the newest message's number, plus one
-			} // (last >= tail: a dead writer's record, to be numbered that)
-		}
-		if atomic.LoadUint64(l.tail) == t {
-			return seq, true
+			seq = atomic.LoadUint64(l.sq(nw))
+			if whole(nw) {
+				return nw, seq, nil
+			}
+			// A lap of aborted claims since: start after the newest record.
 		}
 	}
-	return 0, false
+	for tries := 0; ; tries++ {
+		last := atomic.LoadUint64(l.last)
+		if last == noRecord {
+			if t := atomic.LoadUint64(l.tail); atomic.LoadUint64(l.last) == noRecord {
+				return t, 0, nil // nothing appended yet (or padding only)
+			}
+			continue
+		}
+		h := atomic.LoadUint64(l.hd(last))
+		seq = atomic.LoadUint64(l.sq(last))
+		if !whole(last) {
+			if tries > 1000 {
+				return 0, 0, fmt.Errorf("%w: the newest record (at %d) is not whole", ErrCorrupt, last)
+			}
+			continue // written over since we loaded last: a newer one is there
+		}
+		size := align16(qRecHeader + recLen(h))
+		if last&15 != 0 || last&l.mask+size > capacity || recLen(h) > uint64(l.max) {
+			return 0, 0, fmt.Errorf("%w: the newest record, at %d: %#x", ErrCorrupt, last, h)
+		}
+		if st := recState(h); st == recCommitted || st == recLost {
+			seq++
+		}
+		return last + size, seq, nil
+	}
 }
 
 // Registered reports whether the reader has a slot in the log (and so
@@ -895,13 +927,14 @@ func (r *LogReader) copyInto(buf []byte, dl *deadline, try bool) (n int, err err
 		return 0, l.closedErr("receive")
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	pos, seq, synced := r.pos, r.seq, r.synced
+	pos, seq, synced, cur, curLost := r.pos, r.seq, r.synced, r.cur, r.curLost
 	mpos, mn, mseq, err := r.receiveIn(dl, try)
 	if err != nil {
 		return 0, err
 	}
 	if int(mn) > len(buf) {
 		r.pos, r.seq, r.synced, r.received = pos, seq, synced, r.received-1
+		r.cur, r.curLost = cur, curLost
 		r.report()
 		return int(mn), &Error{Op: "receive", Name: l.name(), Err: fmt.Errorf("%w: the message has %d bytes, the buffer %d", ErrTooLarge, mn, len(buf))}
 	}
@@ -977,6 +1010,11 @@ func (r *LogReader) next() (pos uint64, n uint32, seq uint64, wait bool, err err
 		if p >= r.tail {
 			t := atomic.LoadUint64(l.tail)
 			if t == p {
+				return 0, 0, 0, true, nil
+			}
+			if t < p && p <= atomic.LoadUint64(l.intent) && p-t <= uint64(len(l.ring)) {
+				// A reader that starts at the end of a record stored but
+				// not yet published: it waits for tail.
 				return 0, 0, 0, true, nil
 			}
 			if t < p || t&15 != 0 {
@@ -1087,7 +1125,7 @@ func (r *LogReader) wait(dl deadline) (pos uint64, n uint32, seq uint64, err err
 		}
 		t := atomic.LoadUint64(l.tail)
 		i := atomic.LoadUint64(l.intent)
-		if t != r.pos {
+		if t > r.pos {
 			continue
 		}
 		if wt == nil {
@@ -1096,9 +1134,10 @@ func (r *LogReader) wait(dl deadline) (pos uint64, n uint32, seq uint64, err err
 		slice := eventSlice
 		if i != t {
 			// A record in progress, whose writer may have loaded wake
-			// before the bit was set: poll, then sleep in short slices,
-			// or in long ones once the writer is found dead (only the
-			// next writer, which wakes the readers, can go on).
+			// before the bit was set (or the reader starts past tail, at
+			// the end of one not yet published): poll, then sleep in short
+			// slices, or in long ones once the writer is found dead (only
+			// the next writer, which wakes the readers, can go on).
 			if r.pollTail(t) {
 				continue
 			}
@@ -1132,6 +1171,32 @@ func (r *LogReader) pollTail(t uint64) bool {
 	return false
 }
 
+// messages returns how many messages were appended (the next one's
+// number), counted as a new writer counts them (see recover): from the
+// newest record, plus one if it is a message and published (a record at
+// last >= tail is being published, or its writer died doing so).
+func (l *Log) messages() uint64 {
+	capacity := uint64(len(l.ring))
+	var fence uint32
+	for tries := 0; tries < 64; tries++ {
+		last := atomic.LoadUint64(l.last)
+		if last == noRecord || last&15 != 0 {
+			return 0
+		}
+		n := atomic.LoadUint64(l.sq(last))
+		st := recState(atomic.LoadUint64(l.hd(last)))
+		loadFence(&fence)
+		if atomic.LoadUint64(l.intent)-last > capacity {
+			continue // written over since: a newer record is last
+		}
+		if last < atomic.LoadUint64(l.tail) && (st == recCommitted || st == recLost) {
+			n++ // an aborted claim carries the next message's number
+		}
+		return n
+	}
+	return 0
+}
+
 // LogStats is a snapshot of a log, for diagnostics (shm inspect).
 type LogStats struct {
 	Capacity   int
@@ -1163,12 +1228,7 @@ func (l *Log) Stats() (st LogStats, err error) {
 	st.Capacity, st.MaxMessage = len(l.ring), l.max
 	st.Tail = atomic.LoadUint64(l.tail)
 	st.Head = atomic.LoadUint64(l.head)
-	if last := atomic.LoadUint64(l.last); last != noRecord && last < st.Tail && st.Tail-last <= uint64(len(l.ring)) {
-		st.Messages = atomic.LoadUint64(l.sq(last))
-		if s := recState(atomic.LoadUint64(l.hd(last))); s == recCommitted || s == recLost {
-			st.Messages++ // an aborted claim carries the next message's number
-		}
-	}
+	st.Messages = l.messages()
 	st.WriterLost = atomic.LoadUint64(l.lostW)
 	st.Writer = holder(unsafe.Pointer(l.writer), owner.Token(atomic.LoadUint64(l.writer)))
 	for i := 0; i < l.nsl; i++ {
