@@ -297,8 +297,8 @@ func init() {
 		var lastErr error
 		for {
 			if time.Now().After(deadline) {
-				return fmt.Errorf("not done: next %d, final %d, total %d; reader pos %d seq %d synced %v tail %d; log tail %d intent %d head %d last %d; last error %v", next, atomic.LoadInt32(&f.final), atomic.LoadUint64(&f.total),
-					r.pos, r.seq, r.synced, r.tail, atomic.LoadUint64(l.tail), atomic.LoadUint64(l.intent), atomic.LoadUint64(l.head), atomic.LoadUint64(l.last), lastErr)
+				return fmt.Errorf("not done: next %d, final %d, total %d; reader pos %d seq %d tail %d; log tail %d intent %d head %d last %d; last error %v", next, atomic.LoadInt32(&f.final), atomic.LoadUint64(&f.total),
+					r.pos, r.seq, r.tail, atomic.LoadUint64(l.tail), atomic.LoadUint64(l.intent), atomic.LoadUint64(l.head), atomic.LoadUint64(l.last), lastErr)
 			}
 			var n int
 			var err error

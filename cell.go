@@ -11,7 +11,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/go-shm/shm/internal/futex"
 	"github.com/go-shm/shm/internal/owner"
 )
 
@@ -75,10 +74,9 @@ type Cell struct {
 	version, writer *uint64
 	wake            *uint32
 
-	wr    atomic.Pointer[CellWriter]
-	users atomic.Int64
-	stop  atomic.Bool
-	mng   *Managed
+	wr atomic.Pointer[CellWriter]
+	life
+	mng *Managed
 }
 
 const (
@@ -171,17 +169,6 @@ func (c *Cell) name() string {
 }
 
 func (c *Cell) closedErr(op string) error { return &Error{Op: op, Name: c.name(), Err: ErrClosed} }
-
-func (c *Cell) use() bool {
-	c.users.Add(1)
-	if c.stop.Load() {
-		c.users.Add(-1)
-		return false
-	}
-	return true
-}
-
-func (c *Cell) done() { c.users.Add(-1) }
 
 // Version returns how many stores the cell has seen: a reader can wait for
 // the next one (Wait).
@@ -334,14 +321,7 @@ func (c *Cell) waitIn(v uint64, dl deadline) (cur uint64, err error) {
 			if polled {
 				continue
 			}
-			wr := atomic.LoadUint64(c.writer)
-			now := time.Now()
-			if wr != 0 && wr != deadW && watch.due(wr, now) && !owner.Alive(unsafe.Pointer(c.writer), owner.Token(wr)) {
-				deadW = wr
-			}
-			if wr != 0 && wr != deadW {
-				slice = max(min(watch.left(now), claimSleep), time.Microsecond)
-			}
+			slice = writerSlice(c.writer, &watch, &deadW, slice)
 		}
 		if w == nil {
 			w = dl.watch(c.wake)
@@ -373,18 +353,9 @@ func (c *Cell) Writer() (w *CellWriter, err error) {
 	}
 	defer c.done()
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	self := uint64(owner.Self())
-	for {
-		v := atomic.LoadUint64(c.writer)
-		switch {
-		case v == self:
-			return nil, &Error{Op: "attach writer", Name: c.name(), Err: fmt.Errorf("%w: this process's writer is attached", ErrInUse)}
-		case v != 0 && owner.Alive(unsafe.Pointer(c.writer), owner.Token(v)):
-			return nil, &Error{Op: "attach writer", Name: c.name(), Err: fmt.Errorf("%w: the writer is pid %d", ErrInUse, owner.Token(v).PID())}
-		}
-		if atomic.CompareAndSwapUint64(c.writer, v, self) {
-			break
-		}
+	self, err := attachOne(c.writer, "attach writer", c.name(), "writer")
+	if err != nil {
+		return nil, err
 	}
 	w = &CellWriter{c: c, token: self}
 	if !c.wr.CompareAndSwap(nil, w) {
@@ -393,18 +364,8 @@ func (c *Cell) Writer() (w *CellWriter, err error) {
 	}
 	// A predecessor that died in the middle of a store woke nobody: wake
 	// the readers that wait (its odd sequence kept them polling).
-	c.wakeAll()
+	wakeAll(c.wake)
 	return w, nil
-}
-
-func (c *Cell) wakeAll() {
-	for {
-		x := atomic.LoadUint32(c.wake)
-		if atomic.CompareAndSwapUint32(c.wake, x, (x+2)&^1) {
-			break
-		}
-	}
-	futex.Wake(c.wake, futex.All)
 }
 
 // Close gives the writer's place up.
@@ -458,7 +419,7 @@ func (w *CellWriter) store(b []byte) {
 	storeOrdered(p, ((s+1)|1)+1)
 	storeRelease(c.version, v+1)
 	if wk&1 != 0 {
-		c.wakeAll()
+		wakeAll(c.wake)
 	}
 }
 
@@ -488,16 +449,6 @@ func (c *Cell) Close() error {
 	if w := c.wr.Load(); w != nil {
 		w.Close()
 	}
-	if c.stop.Swap(true) {
-		return nil
-	}
-	guarded(func() error {
-		c.wakeAll()
-		return nil
-	})
-	for wait := time.Microsecond; c.users.Load() != 0; {
-		time.Sleep(wait)
-		wait = min(2*wait, time.Millisecond)
-	}
+	c.shut(func() { wakeAll(c.wake) })
 	return nil
 }

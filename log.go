@@ -11,7 +11,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/go-shm/shm/internal/futex"
 	"github.com/go-shm/shm/internal/owner"
 )
 
@@ -129,9 +128,8 @@ type Log struct {
 
 	wr       atomic.Pointer[LogWriter] // this process's writer
 	errEmpty atomic.Pointer[Error]
-	users    atomic.Int64
-	stop     atomic.Bool
-	mng      *Managed
+	life
+	mng *Managed
 }
 
 const (
@@ -282,17 +280,6 @@ func (l *Log) name() string {
 	return "log"
 }
 
-func (l *Log) use() bool {
-	l.users.Add(1)
-	if l.stop.Load() {
-		l.users.Add(-1)
-		return false
-	}
-	return true
-}
-
-func (l *Log) done() { l.users.Add(-1) }
-
 func (l *Log) closedErr(op string) error { return &Error{Op: op, Name: l.name(), Err: ErrClosed} }
 
 // ErrLost is matched by the error a LogReader returns when messages were
@@ -341,18 +328,9 @@ func (l *Log) Writer() (w *LogWriter, err error) {
 	}
 	defer l.done()
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	self := uint64(owner.Self())
-	for {
-		v := atomic.LoadUint64(l.writer)
-		switch {
-		case v == self:
-			return nil, &Error{Op: "attach writer", Name: l.name(), Err: fmt.Errorf("%w: this process's writer is attached", ErrInUse)}
-		case v != 0 && owner.Alive(unsafe.Pointer(l.writer), owner.Token(v)):
-			return nil, &Error{Op: "attach writer", Name: l.name(), Err: fmt.Errorf("%w: the writer is pid %d", ErrInUse, owner.Token(v).PID())}
-		}
-		if atomic.CompareAndSwapUint64(l.writer, v, self) {
-			break
-		}
+	self, err := attachOne(l.writer, "attach writer", l.name(), "writer")
+	if err != nil {
+		return nil, err
 	}
 	w = &LogWriter{l: l, token: self}
 	if err := w.recover(); err != nil {
@@ -392,15 +370,12 @@ func (w *LogWriter) recover() error {
 	default:
 		// The newest record (not padding): its number, and one more if it
 		// took one.
-		w.seq = atomic.LoadUint64(l.sq(last))
-		if st := recState(atomic.LoadUint64(l.hd(last))); st == recCommitted || st == recLost {
-			w.seq++
-		}
+		w.seq = numberAfter(atomic.LoadUint64(l.hd(last)), atomic.LoadUint64(l.sq(last)))
 	}
 	if i == t {
 		// A predecessor that died between its store of tail and its
 		// wake-up left readers asleep on a message that is there.
-		l.wakeReaders(atomic.LoadUint32(l.wake))
+		wakeAll(l.wake)
 		return nil
 	}
 	// The dead writer's record in progress: [t, i), padding first if it
@@ -421,7 +396,7 @@ func (w *LogWriter) recover() error {
 	}
 	atomic.StoreUint64(l.tail, i) // a full barrier before the load of wake
 	w.pos = i
-	l.wakeReaders(atomic.LoadUint32(l.wake) | 1)
+	wakeAll(l.wake)
 	return nil
 }
 
@@ -600,20 +575,18 @@ func (w *LogWriter) publish(start, n, state uint64, wk bool) {
 	storeRelease(l.tail, end)
 	w.pos = end
 	if wk {
-		l.wakeReaders(atomic.LoadUint32(l.wake))
+		wakeAll(l.wake) // bit 0 of wake was set at begin
 	}
 }
 
-// wakeReaders wakes the readers asleep on wake, which held v.
-//
-//go:noinline
-func (l *Log) wakeReaders(v uint32) {
-	if v&1 != 0 {
-		for !atomic.CompareAndSwapUint32(l.wake, v, (v+2)&^1) {
-			v = atomic.LoadUint32(l.wake)
-		}
-		futex.Wake(l.wake, futex.All)
+// numberAfter returns the sequence number of the message after a record
+// with header h and number n: n+1 after a message (or a lost one), n after
+// an aborted claim, which carries the next message's number.
+func numberAfter(h, n uint64) uint64 {
+	if st := recState(h); st == recCommitted || st == recLost {
+		return n + 1
 	}
+	return n
 }
 
 // LogStart says where a new LogReader starts reading.
@@ -635,12 +608,11 @@ const (
 // Its methods must not be called concurrently; use one reader per
 // goroutine.
 type LogReader struct {
-	l      *Log
-	pos    uint64 // the next record
-	seq    uint64 // the next message's sequence number, if synced
-	synced bool
-	tail   uint64 // the tail loaded last
-	slot   int    // the registration slot, or -1
+	l    *Log
+	pos  uint64 // the next record
+	seq  uint64 // the next message's sequence number
+	tail uint64 // the tail loaded last
+	slot int    // the registration slot, or -1
 
 	received, lost uint64
 	errLost        LostError // the last loss, as an error without allocating
@@ -693,7 +665,6 @@ func (l *Log) Reader(from LogStart) (r *LogReader, err error) {
 	if err != nil {
 		return nil, &Error{Op: "attach reader", Name: l.name(), Err: err}
 	}
-	r.synced = true
 	r.tail = r.pos
 	self := uint64(owner.Self())
 	for i := 0; i < l.nsl; i++ {
@@ -782,10 +753,7 @@ func (l *Log) start(from LogStart) (pos, seq uint64, err error) {
 		if last&15 != 0 || last&l.mask+size > capacity || recLen(h) > uint64(l.max) {
 			return 0, 0, fmt.Errorf("%w: the newest record, at %d: %#x", ErrCorrupt, last, h)
 		}
-		if st := recState(h); st == recCommitted || st == recLost {
-			seq++
-		}
-		return last + size, seq, nil
+		return last + size, numberAfter(h, seq), nil
 	}
 }
 
@@ -927,13 +895,13 @@ func (r *LogReader) copyInto(buf []byte, dl *deadline, try bool) (n int, err err
 		return 0, l.closedErr("receive")
 	}
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	pos, seq, synced, cur, curLost := r.pos, r.seq, r.synced, r.cur, r.curLost
+	pos, seq, cur, curLost := r.pos, r.seq, r.cur, r.curLost
 	mpos, mn, mseq, err := r.receiveIn(dl, try)
 	if err != nil {
 		return 0, err
 	}
 	if int(mn) > len(buf) {
-		r.pos, r.seq, r.synced, r.received = pos, seq, synced, r.received-1
+		r.pos, r.seq, r.received = pos, seq, r.received-1
 		r.cur, r.curLost = cur, curLost
 		r.report()
 		return int(mn), &Error{Op: "receive", Name: l.name(), Err: fmt.Errorf("%w: the message has %d bytes, the buffer %d", ErrTooLarge, mn, len(buf))}
@@ -1058,9 +1026,7 @@ func (r *LogReader) next() (pos uint64, n uint32, seq uint64, wait bool, err err
 			r.pos = p + size
 			continue
 		}
-		if !r.synced {
-			r.seq, r.synced = sq, true
-		}
+
 		switch {
 		case sq < r.seq:
 			return 0, 0, 0, false, r.corrupt("record at %d numbered %d, %d expected", p, sq, r.seq)
@@ -1141,14 +1107,7 @@ func (r *LogReader) wait(dl deadline) (pos uint64, n uint32, seq uint64, err err
 			if r.pollTail(t) {
 				continue
 			}
-			w := atomic.LoadUint64(l.writer)
-			now := time.Now()
-			if w != 0 && w != r.deadW && r.watch.due(w, now) && !owner.Alive(unsafe.Pointer(l.writer), owner.Token(w)) {
-				r.deadW = w
-			}
-			if w != 0 && w != r.deadW {
-				slice = max(min(r.watch.left(now), claimSleep), time.Microsecond)
-			}
+			slice = writerSlice(l.writer, &r.watch, &r.deadW, slice)
 		}
 		if err := dl.sleep(l.wake, v, slice); err != nil {
 			if pos, n, seq, wait, err2 := r.next(); err2 != nil || !wait {
@@ -1184,13 +1143,13 @@ func (l *Log) messages() uint64 {
 			return 0
 		}
 		n := atomic.LoadUint64(l.sq(last))
-		st := recState(atomic.LoadUint64(l.hd(last)))
+		h := atomic.LoadUint64(l.hd(last))
 		loadFence(&fence)
 		if atomic.LoadUint64(l.intent)-last > capacity {
 			continue // written over since: a newer record is last
 		}
-		if last < atomic.LoadUint64(l.tail) && (st == recCommitted || st == recLost) {
-			n++ // an aborted claim carries the next message's number
+		if last < atomic.LoadUint64(l.tail) {
+			n = numberAfter(h, n)
 		}
 		return n
 	}
@@ -1258,18 +1217,6 @@ func (l *Log) Close() error {
 	if w := l.wr.Load(); w != nil {
 		w.Close()
 	}
-	if l.stop.Swap(true) {
-		return nil
-	}
-	guarded(func() error {
-		v := atomic.LoadUint32(l.wake)
-		atomic.CompareAndSwapUint32(l.wake, v, v+2)
-		futex.Wake(l.wake, futex.All)
-		return nil
-	})
-	for wait := time.Microsecond; l.users.Load() != 0; {
-		time.Sleep(wait)
-		wait = min(2*wait, time.Millisecond)
-	}
+	l.shut(func() { wakeAll(l.wake) })
 	return nil
 }

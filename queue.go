@@ -168,9 +168,8 @@ type Queue struct {
 
 	errEmpty, errFull atomic.Pointer[Error] // the Try forms' answers, made once
 
-	users atomic.Int64 // calls in progress
-	stop  atomic.Bool  // closed: calls fail, waits end
-	mng   *Managed     // the managed segment it belongs to, if any
+	life
+	mng *Managed // the managed segment it belongs to, if any
 }
 
 const (
@@ -374,29 +373,8 @@ const tailSleep = 1
 // loadTail loads tail's position (without the consumer's sleep mark).
 func (q *Queue) loadTail() uint64 { return atomic.LoadUint64(q.tail) &^ tailSleep }
 
-// A Queue's life: its calls look at the closed flag first and fail with
-// ErrClosed once it is set. The calls that wait (for a message, for room)
-// register themselves (use), so that Close, which sets the flag, wakes
-// them and waits for them to leave before the memory can be unmapped
-// (Managed.Close). The other calls are a few instructions long and do not
-// register, which would cost them a third of their time: closing a queue
-// (or its Managed) while another goroutine is in such a call is a bug of
-// the caller's, as closing a file during a read.
-//
-// use registers a call; it fails once the queue is closed. A call counts
-// itself in, then looks at the closed flag; Close sets the flag, then waits
-// for the count to drop to 0: either the call sees the flag or Close sees
-// the call.
-func (q *Queue) use() bool {
-	q.users.Add(1)
-	if q.stop.Load() {
-		q.users.Add(-1)
-		return false
-	}
-	return true
-}
-
-func (q *Queue) done() { q.users.Add(-1) }
+// A Queue's life is a life's (see life): its waits register, its short
+// calls do not.
 
 // leave ends a call registered by use that touched the shared memory:
 // deferred as "defer q.leave(&err, debug.SetPanicOnFault(true))", it
@@ -544,15 +522,7 @@ func (q *Queue) wakeConsumer() {
 // its commit. (Out of line, so that the fast paths stay small.)
 //
 //go:noinline
-func (q *Queue) wakeMarked() {
-	for {
-		w := atomic.LoadUint32(q.cwake)
-		if atomic.CompareAndSwapUint32(q.cwake, w, (w+2)&^1) {
-			break
-		}
-	}
-	futex.Wake(q.cwake, futex.All)
-}
+func (q *Queue) wakeMarked() { wakeAll(q.cwake) }
 
 // wakeProducers wakes the producers waiting for room, if any may be.
 func (q *Queue) wakeProducers() {
@@ -1055,21 +1025,12 @@ func (q *Queue) Consumer() (c *Consumer, err error) {
 		return nil, q.closedErr("attach consumer")
 	}
 	defer q.leave(&err, debug.SetPanicOnFault(true))
-	self := uint64(owner.Self())
-	for {
-		v := atomic.LoadUint64(q.consumer)
-		switch {
-		case v == self:
-			// This process's: this handle's, or another handle's of the
-			// same queue (the segment opened twice), which a handle cannot
-			// see; either is attached until closed.
-			return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: this process's consumer is attached", ErrInUse)}
-		case v != 0 && owner.Alive(unsafe.Pointer(q.consumer), owner.Token(v)):
-			return nil, &Error{Op: "attach consumer", Name: q.name(), Err: fmt.Errorf("%w: the consumer is pid %d", ErrInUse, owner.Token(v).PID())}
-		}
-		if atomic.CompareAndSwapUint64(q.consumer, v, self) {
-			break
-		}
+	// This process's consumer (this handle's, or another handle's of the
+	// same queue: the segment opened twice, which a handle cannot see) is
+	// attached until closed.
+	self, err := attachOne(q.consumer, "attach consumer", q.name(), "consumer")
+	if err != nil {
+		return nil, err
 	}
 	h := atomic.LoadUint64(q.head)
 	c = &Consumer{q: q, read: h, released: h, taken: h, tail: h, token: self}
@@ -1644,19 +1605,11 @@ func (q *Queue) Stats() (st QueueStats, err error) {
 // fails with ErrClosed), and Producers stop working. A Queue of a managed
 // segment is closed with it.
 func (q *Queue) Close() error {
-	if q.stop.Swap(true) {
-		return nil
-	}
-	guarded(func() error {
+	if !q.shut(func() {
 		futex.Wake(q.cwake, futex.All)
 		futex.Wake(q.pwake, futex.All)
+	}) {
 		return nil
-	})
-	for wait := time.Microsecond; q.users.Load() != 0; {
-		time.Sleep(wait)
-		if wait < time.Millisecond {
-			wait *= 2
-		}
 	}
 	return guarded(func() error {
 		if c := q.cons.Swap(nil); c != nil {
