@@ -74,27 +74,7 @@ func BenchmarkLogAppend(b *testing.B) {
 // logs (one way: half of one), with the default spin and with SetSpin(0),
 // against the raw spin and raw futex ping-pongs (whose round trip tells the
 // CPUs' placement).
-func BenchmarkLogLatency(b *testing.B) {
-	p := startPeer(b)
-	defer shm.SetSpin(-1)
-	spinJob := bench.Job{Mode: bench.RawSpin, Spin: 0}
-	futexJob := bench.Job{Mode: bench.RawFutex, Spin: 0}
-	spin := jobRunner(b, p, "raw-spin", spinJob)
-	futex := jobRunner(b, p, "raw-futex", futexJob)
-	cases := []struct {
-		name string
-		j    bench.Job
-		base []namedRun
-	}{
-		{"raw-spin", spinJob, nil},
-		{"raw-futex", futexJob, nil},
-		{"log", bench.Job{Mode: bench.LogPingPong, Spin: -1, Size: 64}, []namedRun{spin, futex}},
-		{"log-spin0", bench.Job{Mode: bench.LogPingPong, Spin: 0, Size: 64}, []namedRun{futex, spin}},
-	}
-	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) { benchTrips(b, p, c.j, c.base...) })
-	}
-}
+func BenchmarkLogLatency(b *testing.B) { benchPingPong(b, "log", bench.LogPingPong) }
 
 // BenchmarkCell stores and loads a 64-byte value in a cell, in one
 // goroutine, against copy() of 64 bytes into and out of the same segment.

@@ -156,7 +156,12 @@ func BenchmarkQueueThroughput(b *testing.B) {
 // queues (one way: half of one), with the default spin and with SetSpin(0),
 // against the raw spin and raw futex ping-pongs (whose round trip tells the
 // CPUs' placement).
-func BenchmarkQueueLatency(b *testing.B) {
+func BenchmarkQueueLatency(b *testing.B) { benchPingPong(b, "queue", bench.QueuePingPong) }
+
+// benchPingPong makes round trips of a 64-byte message in mode (a ping-pong
+// through two queues or two logs), named name, with the default spin and
+// with SetSpin(0), against the raw spin and raw futex ping-pongs.
+func benchPingPong(b *testing.B, name string, mode bench.Mode) {
 	p := startPeer(b)
 	defer shm.SetSpin(-1)
 	spinJob := bench.Job{Mode: bench.RawSpin, Spin: 0}
@@ -170,8 +175,8 @@ func BenchmarkQueueLatency(b *testing.B) {
 	}{
 		{"raw-spin", spinJob, nil},
 		{"raw-futex", futexJob, nil},
-		{"queue", bench.Job{Mode: bench.QueuePingPong, Spin: -1, Size: 64}, []namedRun{spin, futex}},
-		{"queue-spin0", bench.Job{Mode: bench.QueuePingPong, Spin: 0, Size: 64}, []namedRun{futex, spin}},
+		{name, bench.Job{Mode: mode, Spin: -1, Size: 64}, []namedRun{spin, futex}},
+		{name + "-spin0", bench.Job{Mode: mode, Spin: 0, Size: 64}, []namedRun{futex, spin}},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) { benchTrips(b, p, c.j, c.base...) })
