@@ -321,7 +321,7 @@ func (c *Cell) waitIn(v uint64, dl deadline) (cur uint64, err error) {
 			if polled {
 				continue
 			}
-			slice = writerSlice(c.writer, &watch, &deadW, slice)
+			slice = writerSlice(c.writer, &watch, &deadW, claimSleep, slice)
 		}
 		if w == nil {
 			w = dl.watch(c.wake)

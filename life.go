@@ -94,17 +94,17 @@ func attachOne(word *uint64, op, name, what string) (uint64, error) {
 
 // writerSlice bounds a sleep of a reader (of a log, of a cell) whose
 // writer, recorded in word, is in the middle of a store that may not wake
-// it: at most claimSleep at a time while the writer lives (asked every
+// it: at most busy at a time while the writer lives (asked every
 // livenessSlice of this wait, see ownerWatch), slice once it was found
 // dead (*dead: only its successor, which wakes the readers, goes on).
-func writerSlice(word *uint64, watch *ownerWatch, dead *uint64, slice time.Duration) time.Duration {
+func writerSlice(word *uint64, watch *ownerWatch, dead *uint64, busy, slice time.Duration) time.Duration {
 	w := atomic.LoadUint64(word)
 	now := time.Now()
 	if w != 0 && w != *dead && watch.due(w, now) && !owner.Alive(unsafe.Pointer(word), owner.Token(w)) {
 		*dead = w
 	}
 	if w != 0 && w != *dead {
-		return max(min(watch.left(now), claimSleep), time.Microsecond)
+		return max(min(watch.left(now), busy), time.Microsecond)
 	}
 	return slice
 }

@@ -97,8 +97,9 @@ import (
 // Sleeping: a reader at p == tail CASes bit 0 of wake on, then loads tail
 // and intent. If tail moved, it reads; if intent > tail, a record is in
 // progress, whose writer may have loaded wake before the CAS: the reader
-// polls tail, then sleeps at most claimSleep at a time (or the writer's
-// liveness slice, once the writer is found dead). Otherwise it sleeps on
+// polls tail, then sleeps at most claimSleep at a time, twice as long
+// each time the same record is still in progress, up to 8 x claimSleep
+// (a claim held open), or longer once the writer is found dead. Otherwise it sleeps on
 // wake: the next append stores intent after the reader's CAS (CASes and
 // sequentially consistent stores of different words are totally ordered,
 // and the reader loaded intent after its CAS and saw no new record), so
@@ -367,6 +368,19 @@ func (w *LogWriter) recover() error {
 		// the record at last is the one it did not publish, and its
 		// number is the next.
 		w.seq = atomic.LoadUint64(l.sq(last))
+		if hd := atomic.LoadUint64(l.hd(last)); last+align16(qRecHeader+recLen(hd)) == i {
+			if st := recState(hd); st == recAborted || st == recLost {
+				// Whole (last is stored after the record), and no
+				// message to lose: an aborted claim (it takes no
+				// number), or a lost record a writer recovering before
+				// this one wrote (counted then). Publish it as it is.
+				w.seq = numberAfter(hd, w.seq)
+				atomic.StoreUint64(l.tail, i)
+				w.pos = i
+				wakeAll(l.wake)
+				return nil
+			}
+		}
 	default:
 		// The newest record (not padding): its number, and one more if it
 		// took one.
@@ -619,9 +633,11 @@ type LogReader struct {
 	lostErr        Error
 	fence          uint32
 	watch          ownerWatch
-	deadW          uint64 // a writer found dead while its record was in progress
-	cur            uint64 // the position of the last message returned, plus one
-	curLost        bool   // Check found it overwritten
+	deadW          uint64        // a writer found dead while its record was in progress
+	busyAt         uint64        // the intent of a record found in progress, and
+	busySlice      time.Duration // how long to sleep while it stays so
+	cur            uint64        // the position of the last message returned, plus one
+	curLost        bool          // Check found it overwritten
 	closed         bool
 }
 
@@ -1103,11 +1119,19 @@ func (r *LogReader) wait(dl deadline) (pos uint64, n uint32, seq uint64, err err
 			// before the bit was set (or the reader starts past tail, at
 			// the end of one not yet published): poll, then sleep in short
 			// slices, or in long ones once the writer is found dead (only
-			// the next writer, which wakes the readers, can go on).
-			if r.pollTail(t) {
-				continue
+			// the next writer, which wakes the readers, can go on). A record
+			// still in progress after a first slice is a claim held open
+			// (or a writer descheduled): the slices double, up to
+			// 8 x claimSleep, and the polling is not done again.
+			if r.busyAt != i {
+				r.busyAt, r.busySlice = i, claimSleep
+				if r.pollTail(t) {
+					continue
+				}
+			} else {
+				r.busySlice = min(2*r.busySlice, 8*claimSleep)
 			}
-			slice = writerSlice(l.writer, &r.watch, &r.deadW, slice)
+			slice = writerSlice(l.writer, &r.watch, &r.deadW, r.busySlice, slice)
 		}
 		if err := dl.sleep(l.wake, v, slice); err != nil {
 			if pos, n, seq, wait, err2 := r.next(); err2 != nil || !wait {
