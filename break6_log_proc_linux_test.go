@@ -137,6 +137,11 @@ func init() {
 		if ws := atomic.LoadUint64(&f.wseq); w.Seq() != ws && w.Seq() != ws+1 {
 			return fmt.Errorf("successor's Seq %d after a writer at %d; before: %s", w.Seq(), ws, before)
 		}
+		// This writer's Seq from the start: a writer killed after its
+		// first append and before it stored wseq must not leave its
+		// predecessor's there, which, when this one's recovery counted a
+		// lost message, is two behind (a successor then found ws+2).
+		atomic.StoreUint64(&f.wseq, w.Seq())
 		buf := make([]byte, l.MaxMessage())
 		pace := rnd.IntN(3) // 0: flat out; 1: pauses now and then; 2: a pause after every message
 		appendOne := func() error {
