@@ -58,6 +58,22 @@ rc=0
 # package's timing tests (a woken waiter within 5 ms) saw their waiters
 # scheduled late.
 go test -count=1 -p 1 -timeout 12m -exec "$root/.ci/wine/exec.sh" ./... > >(tee "$out") 2>&1 || rc=$?
+# Wine itself fails now and then where Windows would not: a CreateProcess
+# answering "Internal error", a cross-process wake scheduled late beside
+# other processes. The tests that failed (never after a hang: a timeout
+# panic fails the stage) run once more, on their own; the stage passes only
+# if they all pass then, and both runs' failures are printed.
+if [ $rc -ne 0 ] && ! grep -q '^panic: test timed out' "$out"; then
+  names=$(sed -n 's/^--- FAIL: \(Test[A-Za-z0-9_]*\).*/\1/p' "$out" | sort -u | paste -sd'|')
+  if [ -n "$names" ]; then
+    echo "--- go test under Wine failed in: $names; running them once more"
+    grep -E '^\s*--- FAIL|_test\.go:[0-9]+:' "$out" | head -40 || true
+    sleep 1
+    rc=0
+    go test -count=1 -p 1 -timeout 12m -run "^($names)\$" -exec "$root/.ci/wine/exec.sh" ./... > >(tee "$out.retry") 2>&1 || rc=$?
+    [ $rc -ne 0 ] || echo "--- they passed the second time (Wine's flake, printed above)"
+  fi
+fi
 [ $rc -eq 0 ] || failed+=("go test")
 
 # Example pairs.
