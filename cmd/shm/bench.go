@@ -28,7 +28,7 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		args:    "[-quick] [-trips N] [-queue-only] [-log-only] [-queue-scale N]",
+		args:    "[-quick] [-trips N] [-locks-only] [-queue-only] [-log-only] [-queue-scale N]",
 		summary: "measure locks, events, queues, logs and cells against sync, pipes, sockets, futex, spin and copy baselines",
 		help: `
 Measures, in this process and in worker processes of this program:
@@ -72,6 +72,7 @@ both processes with SetSpin(0): waiters sleep in the kernel at once.`,
 			fs.Int("trips", 100000, "round trips per kind")
 			fs.Bool("queue-only", false, "measure the Queue only (with -log-only: the Queue, the Log and the Cell)")
 			fs.Bool("log-only", false, "measure the Log and the Cell only")
+			fs.Bool("locks-only", false, "measure the locks and events only (no Queue, Log or Cell)")
 			fs.Int("queue-scale", 1, "run the Queue's measurements `N` times longer")
 			fs.String("peer", "", "internal: answer round trips on segment `NAME`")
 			fs.Int("helper", 0, "internal: with -peer, be producer process `N` of the queue measurements")
@@ -106,8 +107,9 @@ var (
 	kFutex = rtKind{"raw futex (kernel floor)", bench.RawFutex, 0}
 	kPipe  = rtKind{"pipe pair", bench.Pipe, 0}
 	kUnix  = rtKind{"Unix socket pair", bench.UnixSocket, 0}
+	kEfd   = rtKind{"raw eventfd (blocking read)", bench.RawEventFD, 0}
 	kinds  = []rtKind{
-		kSpin, kFutex, kPipe, kUnix,
+		kSpin, kFutex, kPipe, kUnix, kEfd,
 		{"AutoEvent spin0", bench.AutoEvent, 0},
 		{"ManualEvent spin0", bench.ManualEvent, 0},
 		{"AutoEvent", bench.AutoEvent, -1},
@@ -118,8 +120,49 @@ var (
 		{"Mutex hand-off", bench.MutexHandoff, -1},
 		{"Mutex hand-off spin0", bench.MutexHandoff, 0},
 	}
-	baselines = []rtKind{kFutex, kSpin, kPipe, kUnix}
+	baselines = []rtKind{kFutex, kSpin, kPipe, kUnix, kEfd}
 )
+
+// A target is one of the figures the package promises, checked in the run
+// that measured it.
+type target struct {
+	what   string
+	ratios []float64 // the ratios the target bounds (for round trips: of the medians and of the means)
+	limit  float64   // the most each may be (or, with atLeast, the least)
+	of     string    // what the ratio is against
+	least  bool      // a floor, not a ceiling
+}
+
+func (t target) held() bool {
+	for _, r := range t.ratios {
+		if t.least && r < t.limit || !t.least && r > t.limit {
+			return false
+		}
+	}
+	return true
+}
+
+// printTargets prints each target with the ratios measured and whether it
+// held.
+func printTargets(w io.Writer, ts []target) {
+	fmt.Fprintln(w, "\nTargets (round trips: the ratio of the medians, then of the means; both must hold):")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, t := range ts {
+		rs := make([]string, len(t.ratios))
+		for i, r := range t.ratios {
+			rs[i] = fmt.Sprintf("%.2f", r)
+		}
+		cmp, verdict := "<=", "held"
+		if t.least {
+			cmp = ">="
+		}
+		if !t.held() {
+			verdict = "MISSED"
+		}
+		fmt.Fprintf(tw, "  %s\t%s x %s\t(target %s %.2f)\t%s\n", t.what, strings.Join(rs, " / "), t.of, cmp, t.limit, verdict)
+	}
+	tw.Flush()
+}
 
 const benchTimeout = 2 * time.Minute
 
@@ -178,7 +221,9 @@ func runBench(e *env, args []string) error {
 	if quick {
 		ops = 100_000
 	}
-	uncontended(w, ops)
+	var targets []target
+	un := uncontended(w, ops)
+	targets = append(targets, target{what: "RWMutex Lock+Unlock, uncontended", ratios: []float64{un["RWMutex Lock+Unlock"] / un["sync.RWMutex Lock+Unlock"]}, limit: 1.1, of: "sync.RWMutex"})
 
 	fmt.Fprintf(w, "\nRound trip between two processes, %d per kind (each timed; the clock adds about 30 ns):\n", trips)
 	res, err := roundTrips(trips, false)
@@ -186,6 +231,7 @@ func runBench(e *env, args []string) error {
 		return err
 	}
 	printTrips(w, res)
+	targets = append(targets, tripTargets(res)...)
 
 	fmt.Fprintf(w, "\nThe same with both processes pinned to CPU 0 (taskset -c 0), where nobody spins:\n")
 	one, err := oneCPU(trips)
@@ -195,15 +241,21 @@ func runBench(e *env, args []string) error {
 	printTrips(w, one)
 
 	incr := trips * 10
-	if err := contended(w, incr); err != nil {
+	ct, err := contended(w, incr)
+	if err != nil {
 		return err
 	}
+	targets = append(targets, ct...)
 	idle := time.Second
 	if quick {
 		idle = 200 * time.Millisecond
 	}
 	if err := idleCPU(w, idle); err != nil {
 		return err
+	}
+	printTargets(w, targets)
+	if e.flags.Lookup("locks-only").Value.(flag.Getter).Get().(bool) {
+		return nil
 	}
 	if err := queueBench(w, newQueueCounts(quick, queueScale)); err != nil {
 		return err
@@ -213,7 +265,9 @@ func runBench(e *env, args []string) error {
 
 // Uncontended operations.
 
-func uncontended(w io.Writer, ops int) {
+// uncontended measures and prints the uncontended operations; it returns
+// their ns/op by name.
+func uncontended(w io.Writer, ops int) map[string]float64 {
 	// Process memory is as fast as a mapping; the segments are in the round trips.
 	p := new(bench.Prims)
 	type op struct {
@@ -257,6 +311,11 @@ func uncontended(w io.Writer, ops int) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "Allocations and system calls on these paths: 0 (go test -run 'NoAllocs|NoSyscalls' -v .).")
+	byName := map[string]float64{}
+	for i, o := range list {
+		byName[o.name] = per[i]
+	}
+	return byName
 }
 
 // Round trips.
@@ -266,6 +325,7 @@ type tripResult struct {
 	Name   string
 	Trips  int
 	Median time.Duration
+	Mean   time.Duration // the total time over the round trips: what a user pays, stalls included
 	P99    time.Duration
 	Ratios map[string]float64 // to each baseline, by its name
 	Note   string             `json:",omitempty"`
@@ -316,13 +376,15 @@ func roundTrips(trips int, oneCPU bool) ([]tripResult, error) {
 	for i, k := range kinds {
 		s := slices.Clone(ts[i])
 		slices.Sort(s)
-		res[i] = tripResult{Name: k.name, Trips: len(s), Median: median(s), P99: p99(s), Note: notes[i]}
+		res[i] = tripResult{Name: k.name, Trips: len(s), Median: median(s), Mean: mean(s), P99: p99(s), Note: notes[i]}
 		byName[k.name] = res[i].Median
+		byName["mean "+k.name] = res[i].Mean
 	}
 	for i := range res {
 		res[i].Ratios = map[string]float64{}
 		for _, b := range baselines {
 			res[i].Ratios[b.name] = float64(res[i].Median) / float64(byName[b.name])
+			res[i].Ratios["mean "+b.name] = float64(res[i].Mean) / float64(byName["mean "+b.name])
 		}
 	}
 	return res, nil
@@ -330,16 +392,44 @@ func roundTrips(trips int, oneCPU bool) ([]tripResult, error) {
 
 func printTrips(w io.Writer, res []tripResult) {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tmedian\tp99\tx futex\tx spin\tx pipe\tx unix\t")
+	fmt.Fprintln(tw, "\tmedian\tmean\tp99\tx futex\tx spin\tx pipe\tx unix\tmean x spin\t")
 	for _, r := range res {
 		note := ""
 		if r.Note != "" {
 			note = "  (" + r.Note + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\n", r.Name, fmtDur(r.Median), fmtDur(r.P99),
-			r.Ratios[kFutex.name], r.Ratios[kSpin.name], r.Ratios[kPipe.name], r.Ratios[kUnix.name], note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\n", r.Name, fmtDur(r.Median), fmtDur(r.Mean), fmtDur(r.P99),
+			r.Ratios[kFutex.name], r.Ratios[kSpin.name], r.Ratios[kPipe.name], r.Ratios[kUnix.name], r.Ratios["mean "+kSpin.name], note)
 	}
 	tw.Flush()
+}
+
+// tripTargets are the round trips' targets: busy events within 1.15x the
+// raw spin, kernel events and the mutex hand-off within 1.3x (with the
+// default spin), the EventFD within 1.2x a raw eventfd ping-pong; each by
+// the medians and by the means.
+func tripTargets(res []tripResult) []target {
+	limits := []struct {
+		name  string
+		limit float64
+		of    rtKind
+	}{
+		{"BusyAutoEvent", 1.15, kSpin},
+		{"BusyManualEvent", 1.15, kSpin},
+		{"AutoEvent", 1.3, kSpin},
+		{"ManualEvent", 1.3, kSpin},
+		{"Mutex hand-off", 1.3, kSpin},
+		{"EventFD (auto)", 1.2, kEfd},
+	}
+	var ts []target
+	for _, l := range limits {
+		for _, r := range res {
+			if r.Name == l.name {
+				ts = append(ts, target{what: l.name + " round trip", ratios: []float64{r.Ratios[l.of.name], r.Ratios["mean "+l.of.name]}, limit: l.limit, of: l.of.name})
+			}
+		}
+	}
+	return ts
 }
 
 func fmtDur(d time.Duration) string {
@@ -409,33 +499,67 @@ func runPinned(cmd *exec.Cmd) ([]byte, error) {
 	return r.out, r.err
 }
 
-// contended has this process and a peer increment one counter under one
-// Mutex, n times each, against two goroutines doing the same under a
-// sync.Mutex.
-func contended(w io.Writer, n int) error {
+// contended has 2, then 4, processes increment one counter under one
+// Mutex, n increments in all, against the same under a raw futex
+// compare-and-swap mutex (RawContended) and goroutines under a sync.Mutex,
+// the kinds taking turns; it prints ns per protected increment and how
+// often the lock went to another process, and returns the targets (a Mutex
+// at most 1.0x the raw futex mutex).
+func contended(w io.Writer, n int) ([]target, error) {
 	p, err := startPeer()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer p.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.StartHelpers(2, func(segment string, index int) *exec.Cmd {
+		return exec.Command(self, "bench", "-peer", segment, "-helper", strconv.Itoa(index))
+	}); err != nil {
+		return nil, err
+	}
 	const rounds = 10
-	var st, bt []time.Duration
-	for r := 0; r < rounds; r++ {
-		_, el, err := p.Run(bench.Contended, -1, n/rounds, 0, nil)
-		if err != nil {
-			return err
+	fmt.Fprintf(w, "\nProcesses contending for one lock, %d protected increments in all per kind (median of %d runs; hand-overs: how often the next increment was another process's):\n", n, rounds)
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tns/increment\thand-overs per 1000\tx raw futex mutex\tx sync.Mutex\t")
+	var ts []target
+	for _, procs := range []int{2, 4} {
+		per := n / procs / rounds
+		var st, rt, bt []time.Duration
+		var sh, rh uint64
+		for r := 0; r < rounds; r++ {
+			want := p.Counter() + uint64(per*procs)
+			_, el, err := p.RunJob(bench.Job{Mode: bench.Contended, Spin: -1, N: per, Producers: procs}, 0, nil)
+			if err != nil {
+				return nil, err
+			}
+			if p.Counter() != want {
+				return nil, fmt.Errorf("contended Mutex: the counter is %d, not %d", p.Counter(), want)
+			}
+			st, sh = append(st, el), sh+p.Handovers()
+			want += uint64(per * procs)
+			_, el, err = p.RunJob(bench.Job{Mode: bench.RawContended, N: per, Producers: procs}, 0, nil)
+			if err != nil {
+				return nil, err
+			}
+			if p.Counter() != want {
+				return nil, fmt.Errorf("contended raw futex mutex: the counter is %d, not %d", p.Counter(), want)
+			}
+			rt, rh = append(rt, el), rh+p.Handovers()
+			bt = append(bt, bench.SyncContendedN(procs, per))
 		}
-		st = append(st, el)
-		bt = append(bt, bench.SyncContended(n/rounds))
+		total := float64(per * procs)
+		m, raw, syn := float64(bench.Median(st))/total, float64(bench.Median(rt))/total, float64(bench.Median(bt))/total
+		hand := func(h uint64) float64 { return 1000 * float64(h) / (total * rounds) }
+		fmt.Fprintf(tw, "%d processes, Mutex\t%.1f\t%.0f\t%.2f\t%.2f\t\n", procs, m, hand(sh), m/raw, m/syn)
+		fmt.Fprintf(tw, "%d processes, raw futex mutex\t%.1f\t%.0f\t1.00\t%.2f\t\n", procs, raw, hand(rh), raw/syn)
+		fmt.Fprintf(tw, "%d goroutines, sync.Mutex\t%.1f\t-\t%.2f\t1.00\t\n", procs, syn, syn/raw)
+		ts = append(ts, target{what: fmt.Sprintf("Mutex, %d processes contending", procs), ratios: []float64{m / raw}, limit: 1.0, of: "raw futex mutex"})
 	}
-	if want := uint64(n/rounds) * 2 * rounds; p.Counter() != want {
-		return fmt.Errorf("contended mutex: the counter is %d, not %d", p.Counter(), want)
-	}
-	per := float64(bench.Median(st)) / float64(2*(n/rounds))
-	base := float64(bench.Median(bt)) / float64(2*(n/rounds))
-	fmt.Fprintf(w, "\nTwo processes contending for one Mutex, %d increments each: %.1f ns per protected increment; two goroutines on a sync.Mutex: %.1f ns (x %.2f)\n",
-		n, per, base, per/base)
-	return nil
+	tw.Flush()
+	return ts, nil
 }
 
 // idleCPU has a worker wait, idle, in an AutoEvent's Wait (default
@@ -515,6 +639,13 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// median and p99 of sorted times.
+// median, mean and p99 of sorted times.
 func median(s []time.Duration) time.Duration { return s[len(s)/2] }
+func mean(s []time.Duration) time.Duration {
+	var t time.Duration
+	for _, d := range s {
+		t += d
+	}
+	return t / time.Duration(len(s))
+}
 func p99(s []time.Duration) time.Duration    { return s[len(s)*99/100] }

@@ -308,6 +308,14 @@ func (p *Peer) checkJob(j *Job) error {
 			return fmt.Errorf("bench: %d log readers need %d helper processes, %d started", j.Readers, j.Readers-1, len(p.helpers))
 		}
 	}
+	if j.Mode == Contended || j.Mode == RawContended {
+		if j.Producers < 2 {
+			j.Producers = 2
+		}
+		if j.Producers > 2+len(p.helpers) {
+			return fmt.Errorf("bench: %d contending processes need %d helper processes, %d started", j.Producers, j.Producers-2, len(p.helpers))
+		}
+	}
 	if j.Mode == QueueProducers {
 		if j.Size > smallMax {
 			return fmt.Errorf("bench: messages of %d bytes from several producers (at most %d)", j.Size, smallMax)
@@ -551,6 +559,8 @@ func helpersOf(j Job) int {
 		return j.Producers - 1
 	case LogStream:
 		return j.Readers - 1
+	case Contended, RawContended:
+		return max(j.Producers-2, 0)
 	}
 	return 0
 }
@@ -569,8 +579,9 @@ func (p *Peer) awaitHelpers(w *[maxHelpers]padWord) error {
 
 // ServeHelper is helper process index (from 1): it opens the round-trip
 // segment name and sends its share of the messages of every QueueProducers
-// command that counts it in, and reads every LogStream run that counts it
-// in, until told to exit; it fails when orphaned.
+// command that counts it in, reads every LogStream run that counts it in,
+// and increments the counter of every Contended or RawContended run that
+// counts it in, until told to exit; it fails when orphaned.
 func ServeHelper(name string, index int) error {
 	if index < 1 || index > maxHelpers {
 		return fmt.Errorf("bench: helper %d (from 1 to %d)", index, maxHelpers)
@@ -625,10 +636,18 @@ func ServeHelper(name string, index int) error {
 		}
 		atomic.StoreUint32(&s.qs.hready[index-1].v, c)
 		futex.Wake(&s.qs.hready[index-1].v, futex.All)
-		if rd != nil {
+		switch {
+		case j.Mode == Contended || j.Mode == RawContended:
+			for atomic.LoadUint32(&s.start) != c {
+				if os.Getppid() != parent {
+					return errors.New("orphaned")
+				}
+			}
+			contend(s, j, uint64(index)+1)
+		case rd != nil:
 			readStream(s, index, rd, uint64(j.N), j.Size, buf)
 			rd.Close()
-		} else {
+		default:
 			produce(s, c, prod, index, j, buf)
 		}
 		atomic.StoreUint32(&s.qs.hdone[index-1].v, c)

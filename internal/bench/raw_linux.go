@@ -33,6 +33,56 @@ func rawRecv(w *uint32, i uint32) {
 	}
 }
 
+// rawLock and rawUnlock are the classic futex mutex ("Futexes Are
+// Tricky", mutex 2): 0 free, 1 held, 2 held and a process may sleep.
+// Lock: a CAS from 0 to 1; else swap in 2 and sleep while the word is 2,
+// until a swap finds it free. Unlock: subtract one; if that leaves 1 (it
+// was 2), store 0 and wake one sleeper. No spinning, no owner, no timeout:
+// the baseline a contended Mutex is measured against.
+func rawLock(w *uint32) {
+	if atomic.CompareAndSwapUint32(w, 0, 1) {
+		return
+	}
+	for atomic.SwapUint32(w, 2) != 0 {
+		unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWaitOp, 2, 0, 0, 0)
+	}
+}
+
+func rawUnlock(w *uint32) {
+	if atomic.AddUint32(w, ^uint32(0)) != 0 {
+		atomic.StoreUint32(w, 0)
+		unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWakeOp, 1, 0, 0, 0)
+	}
+}
+
+// efdWrite adds 1 to the blocking eventfd fd; efdRead reads it (blocking
+// until it is nonzero): the raw eventfd baseline, one system call a side.
+func efdWrite(fd int) {
+	one := uint64(1)
+	for {
+		_, _, e := unix.Syscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&one)), 8)
+		if e != unix.EINTR {
+			if e != 0 {
+				panic(fmt.Sprintf("bench: eventfd write: %v", e))
+			}
+			return
+		}
+	}
+}
+
+func efdRead(fd int) {
+	var v uint64
+	for {
+		_, _, e := unix.Syscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&v)), 8)
+		if e != unix.EINTR {
+			if e != 0 {
+				panic(fmt.Sprintf("bench: eventfd read: %v", e))
+			}
+			return
+		}
+	}
+}
+
 // spinRecv polls w until it holds i. The raw spin ping-pong bounces one
 // word between the processes (the sender stores odd numbers, the answer
 // even ones): one cache line, the fastest exchange there is. A short pause

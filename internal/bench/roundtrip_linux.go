@@ -45,8 +45,12 @@ type shared struct {
 	mu         shm.Mutex
 	turn       uint32 // whose turn it is to take mu in a hand-off
 	_          [52]byte
-	counter    uint64
-	_          [56]byte
+	counter    uint64 // Contended and RawContended: incremented under the lock
+	holder     uint64 // the side that incremented counter last (under the lock)
+	handovers  uint64 // how many times the lock went to another side (under the lock)
+	_          [40]byte
+	rawMu      uint32 // RawContended's lock: 0 free, 1 held, 2 held with sleepers
+	_          [60]byte
 
 	qs queueShared // the queue modes' words (queue_linux.go)
 	ls logShared   // the log modes' (log_linux.go)
@@ -88,7 +92,9 @@ const (
 	BusyManualEvent             // a pair of BusyManualEvents, each reset by its waiter
 	EventFD                     // a pair of eventfd (auto) events
 	MutexHandoff                // a mutex handed back and forth in strict alternation
-	Contended                   // both processes increment a counter under one mutex
+	Contended                   // Job.Producers processes (2 if 0) increment a counter under one Mutex
+	RawContended                // the same under a raw futex compare-and-swap mutex (rawLock)
+	RawEventFD                  // a raw eventfd ping-pong: a blocking read each way, no poll, no spin
 
 	// The queue modes (queue_linux.go).
 	RawRing         // a stream of 64-byte messages through a minimal ring, this process to the peer
@@ -109,11 +115,14 @@ const (
 	efdPong = 1
 )
 
-// The peer's ends of the pipes and the socket, as Start passes them.
+// The peer's ends of the pipes and the socket, and the raw eventfds, as
+// Start passes them.
 const (
 	peerPipeR = 3
 	peerPipeW = 4
 	peerSock  = 5
+	peerEfdR  = 6 // the coordinator writes, the peer reads
+	peerEfdW  = 7 // the peer writes, the coordinator reads
 )
 
 // timeout is how long the coordinator waits for the peer to start or
@@ -128,6 +137,8 @@ type Peer struct {
 	pipeW  int // coordinator -> peer
 	pipeR  int // peer -> coordinator
 	sock   int
+	efdW   int // RawEventFD: coordinator -> peer (blocking eventfds)
+	efdR   int // peer -> coordinator
 	cmd    *exec.Cmd
 	out    strings.Builder
 	exited chan struct{}
@@ -208,11 +219,28 @@ func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
 	if err != nil {
 		return fail(err)
 	}
+	fds = append(fds, sp[:]...)
+	// One eventfd each way, blocking (no EFD_NONBLOCK): the raw baseline
+	// reads them as a program written for eventfd alone would.
+	var efds, peerEfds [2]int // the same eventfds, one descriptor for each side
+	for i := range efds {
+		if efds[i], err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
+			return fail(err)
+		}
+		fds = append(fds, efds[i])
+		if peerEfds[i], err = unix.Dup(efds[i]); err != nil {
+			return fail(err)
+		}
+		fds = append(fds, peerEfds[i])
+	}
 	p.pipeW, p.pipeR, p.sock = toPeer[1], fromPeer[0], sp[0]
-	theirs := []*os.File{ // fds 3, 4, 5 in the peer
+	p.efdW, p.efdR = efds[0], efds[1]
+	theirs := []*os.File{ // fds 3, 4, 5, 6, 7 in the peer
 		os.NewFile(uintptr(toPeer[0]), "ping"),
 		os.NewFile(uintptr(fromPeer[1]), "pong"),
 		os.NewFile(uintptr(sp[1]), "sock"),
+		os.NewFile(uintptr(peerEfds[0]), "efd-ping"),
+		os.NewFile(uintptr(peerEfds[1]), "efd-pong"),
 	}
 	p.cmd = command(m.Name())
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
@@ -225,6 +253,8 @@ func Start(name string, command func(segment string) *exec.Cmd) (*Peer, error) {
 		unix.Close(p.pipeW)
 		unix.Close(p.pipeR)
 		unix.Close(p.sock)
+		unix.Close(p.efdW)
+		unix.Close(p.efdR)
 		p.qe.close()
 		p.le.close()
 		m.Close()
@@ -264,13 +294,56 @@ func (p *Peer) Close() {
 	unix.Close(p.pipeW)
 	unix.Close(p.pipeR)
 	unix.Close(p.sock)
+	unix.Close(p.efdW)
+	unix.Close(p.efdR)
 	p.qe.close()
 	p.le.close()
 	p.m.Close()
 }
 
-// Counter returns the counter Contended increments.
+// Counter returns the counter Contended and RawContended increment.
 func (p *Peer) Counter() uint64 { return atomic.LoadUint64(&p.s.counter) }
+
+// Handovers returns how many times, since the last Prepare, the lock of
+// Contended or RawContended went from one process to another between two
+// increments.
+func (p *Peer) Handovers() uint64 { return atomic.LoadUint64(&p.s.handovers) }
+
+// increment is one protected increment of Contended by side me.
+func increment(s *shared, me uint64) {
+	s.mu.Lock()
+	s.counter++
+	if s.holder != me {
+		s.holder = me
+		s.handovers++
+	}
+	s.mu.Unlock()
+}
+
+// rawIncrement is one protected increment of RawContended by side me.
+func rawIncrement(s *shared, me uint64) {
+	rawLock(&s.rawMu)
+	s.counter++
+	if s.holder != me {
+		s.holder = me
+		s.handovers++
+	}
+	rawUnlock(&s.rawMu)
+}
+
+// contend does side me's share (j.N increments) of Contended or
+// RawContended: the peer is side 1, helper i side i+1.
+func contend(s *shared, j Job, me uint64) {
+	if j.Mode == RawContended {
+		for i := 0; i < j.N; i++ {
+			rawIncrement(s, me)
+		}
+		return
+	}
+	for i := 0; i < j.N; i++ {
+		increment(s, me)
+	}
+}
 
 // command hands the peer a command and returns its number.
 func (p *Peer) command(j Job) uint32 {
@@ -330,6 +403,8 @@ func (p *Peer) PrepareJob(j Job) error {
 	atomic.StoreUint32(&s.ping.v, 0)
 	atomic.StoreUint32(&s.pong.v, 0)
 	s.turn = 0
+	s.holder, s.handovers = 0, 0
+	atomic.StoreUint32(&s.rawMu, 0)
 	s.qs.reset()
 	s.ls.reset()
 	shm.SetSpin(j.Spin)
@@ -350,7 +425,7 @@ func (p *Peer) Drive(every int, ts []time.Duration) []time.Duration {
 	c0 := threadCPU()
 	p.t0 = monotonic()
 	switch p.job.Mode {
-	case Contended:
+	case Contended, RawContended:
 		atomic.StoreUint32(&p.s.start, p.c)
 	case QueueProducers:
 		atomic.StoreUint32(&p.s.start, p.c)
@@ -498,10 +573,13 @@ func (p *Peer) trip(j Job) (trip func(i uint32), end func()) {
 			}
 		}
 	case Contended:
+		return func(uint32) { increment(s, 0) }, nil
+	case RawContended:
+		return func(uint32) { rawIncrement(s, 0) }, nil
+	case RawEventFD:
 		return func(uint32) {
-			s.mu.Lock()
-			s.counter++
-			s.mu.Unlock()
+			efdWrite(p.efdW)
+			efdRead(p.efdR)
 		}, nil
 	}
 	if trip, end := p.queueTrip(j); trip != nil {
@@ -566,11 +644,12 @@ func respond(s *shared, efd [2]shm.Event, pq *peerQueues, pl *peerLogs, c uint32
 		}
 	case MutexHandoff:
 		handoff(s, 1, n)
-	case Contended:
+	case Contended, RawContended:
+		contend(s, j, 1)
+	case RawEventFD:
 		for i := 0; i < n; i++ {
-			s.mu.Lock()
-			s.counter++
-			s.mu.Unlock()
+			efdRead(peerEfdR)
+			efdWrite(peerEfdW)
 		}
 	case LogStream, LogPingPong:
 		pl.respond(s, j)
@@ -665,7 +744,7 @@ func Serve(name string) error {
 		pl.prepare(j)
 		atomic.StoreUint32(&s.ready, c)
 		futex.Wake(&s.ready, futex.All)
-		if j.Mode == Contended {
+		if j.Mode == Contended || j.Mode == RawContended {
 			for atomic.LoadUint32(&s.start) != c {
 			}
 		}

@@ -16,12 +16,15 @@ func Median(ds []time.Duration) time.Duration {
 
 // SyncContended has two goroutines increment a counter under a sync.Mutex,
 // n times each, and returns how long that took: the baseline of Contended.
-func SyncContended(n int) time.Duration {
+func SyncContended(n int) time.Duration { return SyncContendedN(2, n) }
+
+// SyncContendedN is SyncContended with g goroutines.
+func SyncContendedN(g, n int) time.Duration {
 	var mu sync.Mutex
 	var counter uint64
 	var wg sync.WaitGroup
 	var start atomic.Bool
-	for g := 0; g < 2; g++ {
+	for ; g > 0; g-- {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
