@@ -648,4 +648,4 @@ func mean(s []time.Duration) time.Duration {
 	}
 	return t / time.Duration(len(s))
 }
-func p99(s []time.Duration) time.Duration    { return s[len(s)*99/100] }
+func p99(s []time.Duration) time.Duration { return s[len(s)*99/100] }
