@@ -393,9 +393,9 @@ func waitAuto(p *uint32, dl deadline) (err error) {
 // BusyAutoEvent and BusyManualEvent are one 32-bit word, and their waiters
 // never sleep in the kernel on it: they poll the word (spin, when more than
 // one CPU is usable, see SetSpin), then yield the processor to other
-// threads and processes between polls (busyYields times), then sleep for
-// short, growing intervals (up to busyMaxSleep), so that an idle waiter
-// costs little CPU.
+// threads and processes between polls (busyYields times, and for at least
+// busyYieldTime), then sleep for short, growing intervals (up to
+// busyMaxSleep), so that an idle waiter costs little CPU.
 //
 // BusyAutoEvent's word is 1 when set, 0 when clear: Set is an atomic store
 // (release), Wait takes the event with a CAS from 1 to 0 (acquire).
@@ -406,8 +406,9 @@ func waitAuto(p *uint32, dl deadline) (err error) {
 // is visible to the waiter after Wait.
 
 const (
-	busyYields   = 100
-	busyMaxSleep = 100 * time.Microsecond
+	busyYields    = 100
+	busyYieldTime = time.Millisecond
+	busyMaxSleep  = 100 * time.Microsecond
 )
 
 // BusyAutoEvent is an auto-reset event whose waiters poll instead of
@@ -512,21 +513,24 @@ func busyWait(p *uint32, auto bool, dl deadline) error {
 
 func busyWaitSlow(p *uint32, auto bool, g uint32, dl deadline) (err error) {
 	defer catchFault(&err, debug.SetPanicOnFault(true))
-	// Spin: only worth it when the setter can run at the same time (see
-	// spinBudget).
-	spins := spinBudget(unsafe.Pointer(p))
+	// Spin: only worth it when the setter can run at the same time. The
+	// whole budget, every time (see fullSpin).
+	spins := fullSpin()
 	for i := 0; i < spins && !dl.spinDone(i); i++ {
 		spinPause()
 		if busyTry(p, auto, g) {
-			spinWon(unsafe.Pointer(p))
 			return nil
 		}
 	}
-	spinLost(unsafe.Pointer(p), spins > 0)
+	spinLost(unsafe.Pointer(p), false)
 	// Yield the CPU (to the setter, if it waits for one: on a single CPU it
-	// runs only when we yield), then sleep for growing intervals, checking
-	// the deadline.
+	// runs only when we yield) for busyYieldTime, then sleep for growing
+	// intervals, checking the deadline. (A sleep is much longer than asked
+	// on some machines: time.Sleep(time.Microsecond) took 285 µs on a
+	// virtual machine, so sleeping early stalled a busy waiter whose setter
+	// was descheduled for a moment.)
 	sleep := time.Microsecond
+	var yieldEnd time.Time
 	for i := 0; ; i++ {
 		if busyTry(p, auto, g) {
 			return nil
@@ -540,6 +544,16 @@ func busyWaitSlow(p *uint32, auto bool, g uint32, dl deadline) (err error) {
 		if i < busyYields {
 			osYield()
 			continue
+		}
+		if i == busyYields {
+			yieldEnd = time.Now().Add(busyYieldTime)
+		}
+		if !yieldEnd.IsZero() {
+			if i&15 != 0 || time.Now().Before(yieldEnd) {
+				osYield()
+				continue
+			}
+			yieldEnd = time.Time{} // the clock is read every 16 yields
 		}
 		time.Sleep(sleep)
 		if sleep < busyMaxSleep {

@@ -173,8 +173,9 @@ func (m *Mutex) lockSlow(dl deadline, handOn int) (err error) {
 
 	var waiters uint64 // mWaiters once we have slept
 	var ow ownerWatch
-	spins := spinBudget(unsafe.Pointer(word))
-	spinning := spins > 0 // until the spin ends
+	spins := spinBudget(unsafe.Pointer(word)) // in spin-wait hints
+	spinning := spins > 0                     // until the spin ends
+	polls, pause := 0, uint32(1)
 	for {
 		old := atomic.LoadUint64(&m.state)
 		if old&mHeld == 0 {
@@ -190,11 +191,22 @@ func (m *Mutex) lockSlow(dl deadline, handOn int) (err error) {
 			continue
 		}
 		if spins > 0 {
-			spins--
-			if dl.spinDone(spins) {
+			// Back off: the pause between two polls doubles every
+			// backoffStep polls, up to maxBackoff hints. A lock released
+			// within a few hundred nanoseconds (a hand-off) is seen at
+			// once; a waiter of a lock taken again and again polls it
+			// rarely, so that it neither slows every acquisition of the
+			// holder (a poll takes the line from its cache) nor steals the
+			// lock at each release and bounces it between processes.
+			polls++
+			if dl.spinDone(polls) {
 				spins = 0
 			}
-			spinPause()
+			spins -= int(pause)
+			spinPauses(pause)
+			if polls%backoffStep == 0 && pause < maxBackoff {
+				pause *= 2
+			}
 			continue
 		}
 		if waiters == 0 {
@@ -227,6 +239,11 @@ func (m *Mutex) lockSlow(dl deadline, handOn int) (err error) {
 		}
 	}
 }
+
+const (
+	backoffStep = 8  // polls of a lock waiter between two doublings of its pause
+	maxBackoff  = 32 // the longest pause between two polls, in spin-wait hints
+)
 
 // takeOver takes m from the holder in old if the holder is gone, with a CAS
 // on exactly old, and reports whether it did.

@@ -260,14 +260,22 @@ func (w *watcher) stop() {
 //     mask, re-read at most every cpuRecheck by a waiter about to sleep, so
 //     that a process pinned after it started stops spinning), or while
 //     GOMAXPROCS is 1.
-//   - The budget adapts per word: each spin that ends in a sleep halves the
-//     next one on the same word (down to spinLimit>>maxSpinShift), each spin
-//     that succeeds doubles it back. A word whose waiters always end up
-//     sleeping (an idle waiter, a lock held for long, a machine with more
-//     runnable threads than CPUs) thus costs little spinning, and one whose
-//     peer answers at once keeps the full budget. Now and then (one wait in
-//     spinProbe) a waiter spins the full budget anyway, so that two processes
-//     that fell into sleeping on each other find their way back to spinning.
+//   - The budget adapts per word: after spinPatience spins in a row on the
+//     same word ended in a sleep, the next one is halved (down to
+//     spinLimit>>maxSpinShift), and one spin that succeeds restores the
+//     full budget. A word whose waiters always end up sleeping (an idle
+//     waiter, a lock held for long, a machine with more runnable threads
+//     than CPUs) thus costs little spinning, and one whose peer answers at
+//     once keeps the full budget. A single sleep does not cut the budget:
+//     in a ping-pong, one side that slept (its peer was descheduled) makes
+//     the other wait a kernel wake-up, several microseconds; had that
+//     other side's spin been cut, it would sleep too, and so on, in chains
+//     of sleeps (up to 157 in 1000 round trips, when every sleep halved
+//     the budget). Now and then (one wait in spinProbe) a waiter spins the
+//     full budget anyway, so that two processes that fell into sleeping on
+//     each other find their way back to spinning.
+//   - Busy events spin the full budget every time (see busyWaitSlow): their
+//     users chose to pay CPU for latency.
 //
 // The per-word state lives in this process (a small table indexed by the
 // word's address, where collisions only blur the adaptation), not in the
@@ -280,12 +288,13 @@ var spinLimit atomic.Int32
 
 const (
 	maxSpinShift = 4                      // the smallest budget is spinLimit>>maxSpinShift
+	spinPatience = 4                      // this many failed spins in a row cut the budget
 	spinProbe    = 16                     // one wait in spinProbe spins the full budget
 	cpuRecheck   = 100 * time.Millisecond // how often the affinity mask is re-read
 )
 
 var (
-	spinShift  [64]atomic.Uint32 // per word (by address): the budget is spinLimit>>shift
+	spinShift  [64]atomic.Uint32 // per word (by address): bits 0..7 shift (the budget is spinLimit>>shift), 8..15 failed spins in a row
 	multiCPU   atomic.Bool       // more than one CPU usable, and GOMAXPROCS > 1
 	cpuChecked atomic.Int64      // when multiCPU was computed, as since(procStart)
 	procStart  = time.Now()
@@ -346,7 +355,7 @@ func spinBudget(addr unsafe.Pointer) int {
 	if limit <= 0 || !multiCPU.Load() {
 		return 0
 	}
-	sh := spinSlot(addr).Load()
+	sh := spinSlot(addr).Load() & 0xff
 	if sh > 0 && rand.N(uint32(spinProbe)) == 0 {
 		sh = 0
 	}
@@ -356,10 +365,19 @@ func spinBudget(addr unsafe.Pointer) int {
 // spinWon records that a waiter on addr got what it waited for while
 // spinning.
 func spinWon(addr unsafe.Pointer) {
-	s := spinSlot(addr)
-	if sh := s.Load(); sh > 0 {
-		s.CompareAndSwap(sh, sh-1)
+	if s := spinSlot(addr); s.Load() != 0 {
+		s.Store(0)
 	}
+}
+
+// fullSpin returns the whole spin budget (0 where spinning cannot help),
+// whatever the word's history: the busy events' spin.
+func fullSpin() int {
+	limit := spinLimit.Load()
+	if limit <= 0 || !multiCPU.Load() {
+		return 0
+	}
+	return int(limit)
 }
 
 // spinLost records that a waiter on addr is about to sleep, after a spin
@@ -368,9 +386,12 @@ func spinWon(addr unsafe.Pointer) {
 func spinLost(addr unsafe.Pointer, spun bool) {
 	if spun {
 		s := spinSlot(addr)
-		if sh := s.Load(); sh < maxSpinShift {
-			s.CompareAndSwap(sh, sh+1)
+		v := s.Load()
+		sh, streak := v&0xff, v>>8&0xff+1
+		if streak >= spinPatience {
+			sh, streak = min(sh+1, maxSpinShift), 0
 		}
+		s.CompareAndSwap(v, streak<<8|sh) // a lost race only blurs the adaptation
 	}
 	if time.Since(procStart) > time.Duration(cpuChecked.Load())+cpuRecheck {
 		checkCPUs()
@@ -385,6 +406,9 @@ func spinLost(addr unsafe.Pointer, spun bool) {
 // hypervisor notice a spinning virtual CPU (pause-loop exiting) and run
 // the one it waits for.
 func spinPause() { procyield(1) }
+
+// spinPauses is n spin-wait hints in a row.
+func spinPauses(n uint32) { procyield(n) }
 
 //go:linkname procyield runtime.procyield
 func procyield(cycles uint32)
