@@ -16,7 +16,10 @@ package shm
 //
 // Auto-reset: Set writes 1; Wait reads the counter (which resets it), so one
 // Set releases one waiter. Manual-reset: Wait only polls for readability;
-// Reset reads the counter. On other systems these kinds report
+// Reset reads the counter. Before it sleeps in poll, a waiter spins as the
+// other kernel events do (see SetSpin), trying the event without blocking,
+// so that two processes on two CPUs exchange eventfd signals without
+// sleeping or waking in the kernel. On other systems these kinds report
 // errors.ErrUnsupported.
 
 // efdServer serves a creator's eventfds to openers.
