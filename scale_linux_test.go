@@ -42,7 +42,7 @@ const (
 )
 
 func TestScale(t *testing.T) {
-	d, rounds, sets := time.Second, 5, 2000
+	d, rounds, sets := 2*time.Second, 5, 2000
 	if os.Getenv("SHM_TORTURE") != "" {
 		d, rounds, sets = 10*time.Second, 40, 10000
 	}
@@ -81,8 +81,8 @@ func TestScale(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%d readers, %d writers, %v: writes %v, writer wait p50 %v p99 %v max %v; reads fewest %d, mean %.0f; %d waits timed out",
-			r.Readers, r.Writers, r.Duration.Round(time.Millisecond), r.Writes, r.WaitP50, r.WaitP99, r.WaitMax, r.ReadFewest, r.ReadMean, r.Timeouts)
+		t.Logf("%d readers, %d writers, %v: writes %v, writer wait p50 %v p99 %v max %v; reads fewest %d, mean %.0f, reader wait max %v; waits over 1s: %d readers', %d writers'",
+			r.Readers, r.Writers, r.Duration.Round(time.Millisecond), r.Writes, r.WaitP50, r.WaitP99, r.WaitMax, r.ReadFewest, r.ReadMean, r.ReadWaitMax, r.ReadTimeouts, r.WriteTimeouts)
 		if err := r.Check(); err != nil {
 			t.Error(err)
 		}

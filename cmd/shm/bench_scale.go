@@ -148,9 +148,10 @@ func scaleBench(w io.Writer, c scaleCounts) error {
 	}
 	add("  writes, each writer", strings.Join(ws, ", "), "> 0 each", writesIn)
 	add("  reads per reader: fewest / mean", fmt.Sprintf("%d / %.0f (%.2f)", rw.ReadFewest, rw.ReadMean, rw.ReadFewestRatio()), "> 0 each", rw.ReadFewest > 0)
+	add("  reader wait max", fmtDur(rw.ReadWaitMax), "", false)
 	add("  holders that found a writer inside", fmt.Sprintf("%d", rw.Violations), "0", check(rw.Check()))
-	if rw.Timeouts != 0 {
-		add("  lock waits longer than 1s (made again)", fmt.Sprintf("%d", rw.Timeouts), "", false)
+	if rw.ReadTimeouts+rw.WriteTimeouts != 0 {
+		add("  lock waits longer than 1s (made again): readers, writers", fmt.Sprintf("%d, %d", rw.ReadTimeouts, rw.WriteTimeouts), "", false)
 	}
 
 	me, err := s.ManualRelease(c.procs, c.rounds)
@@ -191,7 +192,7 @@ func scaleBench(w io.Writer, c scaleCounts) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.name, r.value, r.target, verdict)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nRWMutex: each writer holds the lock %v and sleeps %v between writes; a wait is from the call of Lock to its return.\n", rw.Hold, rw.Pause)
+	fmt.Fprintf(w, "\nRWMutex: each writer holds the lock %v and sleeps %v between writes; a wait is from the call of Lock (RLock, after a TryRLock failed) to its return.\n", rw.Hold, rw.Pause)
 	fmt.Fprintf(w, "ManualEvent: the Set %v after the last waiter said it was about to wait; times from before the Set to each Wait's return (CLOCK_MONOTONIC).\n", me.Settle)
 	fmt.Fprintf(w, "AutoEvent: each waiter loops WaitTimeout(%v); each Set once the last one was taken (IsSet false).\n", ae.WaitTimeout)
 	fmt.Fprintf(w, "\nScale targets held: %d of %d\n", held, all)

@@ -139,6 +139,7 @@ func TestBenchScale(t *testing.T) {
 		`(?m)^  writer wait max +` + dur + ` *$`,
 		`(?m)^  writes, each writer +\d+, \d+ +> 0 each +held$`,
 		`(?m)^  reads per reader: fewest / mean +\d+ / \d+ \(` + ratio + `\) +> 0 each +held$`,
+		`(?m)^  reader wait max +` + dur + ` *$`,
 		`(?m)^  holders that found a writer inside +0 +0 +held$`,
 		`(?m)^ManualEvent, 8 waiters asleep, one Set, 3 rounds *$`,
 		`(?m)^  time to the first waiter's return \(median\) +` + dur + ` *$`,

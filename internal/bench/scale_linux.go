@@ -45,7 +45,8 @@ import (
 //   - MutexScale: every worker loops Lock; counter++ (a plain, non-atomic
 //     increment of a shared counter); its own count++; Unlock, until told
 //     to stop. The counter must equal the sum of the counts.
-//   - RWScale: readers loop RLock; check that no writer is inside; RUnlock.
+//   - RWScale: readers loop RLock; check that no writer is inside; RUnlock
+//     (a reader whose TryRLock fails times its RLock, keeping the longest).
 //     Writers loop: Lock (the wait timed from the call to the acquisition
 //     on CLOCK_MONOTONIC, kept in a histogram per writer), set the "writer
 //     inside" word, hold the lock for rwHold, clear the word, Unlock, and
@@ -133,8 +134,9 @@ type scaleProc struct {
 	count    uint64 // acquisitions, reads, writes or releases, in this command
 	at       int64  // ManualRelease: when its Wait returned in round seen (CLOCK_MONOTONIC, ns)
 	timeouts uint64 // waits that timed out and were made again
+	maxWait  int64  // RWScale, a reader: its longest wait for a read lock, ns
 	seen     uint32 // ManualRelease: the last round it was released in
-	_        [36]byte
+	_        [28]byte
 }
 
 // The writers' wait histograms: values below histSub ns have a bucket
@@ -547,8 +549,13 @@ type RWResult struct {
 	WaitP50, WaitP99, WaitMax time.Duration
 	Waits                     uint64 // how many
 
-	Violations uint32 // times a lock holder found a writer inside
-	Timeouts   uint64 // lock waits that timed out (after a second) and were made again
+	// The readers' longest wait for a read lock (timed when a TryRLock
+	// failed), from the call of RLock to its return.
+	ReadWaitMax time.Duration
+
+	Violations    uint32 // times a lock holder found a writer inside
+	ReadTimeouts  uint64 // read lock waits that timed out (after a second) and were made again
+	WriteTimeouts uint64 // the same, of the writers
 }
 
 // ReadFewestRatio is ReadFewest over ReadMean.
@@ -591,8 +598,12 @@ func (c *Scale) RWScale(readers, writers int, d time.Duration) (RWResult, error)
 	}
 	r.WaitP50, r.WaitP99 = quantile(hs, 0.50), quantile(hs, 0.99)
 	r.WaitMax = quantile(hs, 1)
+	for i := 0; i < readers; i++ {
+		r.ReadWaitMax = max(r.ReadWaitMax, time.Duration(atomic.LoadInt64(&c.s.proc[i].maxWait)))
+	}
 	r.Violations = atomic.LoadUint32(&c.s.violations.v)
-	r.Timeouts = c.timeouts(0, readers+writers)
+	r.ReadTimeouts = c.timeouts(0, readers)
+	r.WriteTimeouts = c.timeouts(readers, writers)
 	return r, nil
 }
 
@@ -924,11 +935,23 @@ func (w *scaleRun) reader() error {
 	s, p := w.s, w.p
 	var n uint64
 	for k := 1; !w.stopped(); k++ {
-		if err := s.rw.RLockTimeout(scaleLockWait); err != nil {
-			if err := w.timedOut(err); err != nil {
-				return err
+		if !s.rw.TryRLock() {
+			t0 := monotonic()
+			for {
+				err := s.rw.RLockTimeout(scaleLockWait)
+				if err == nil {
+					break
+				}
+				if err := w.timedOut(err); err != nil {
+					return err
+				}
+				if w.stopped() {
+					return nil
+				}
 			}
-			continue
+			if dt := monotonic() - t0; dt > p.maxWait {
+				atomic.StoreInt64(&p.maxWait, dt)
+			}
 		}
 		if atomic.LoadUint32(&s.inside.v) != 0 {
 			atomic.AddUint32(&s.violations.v, 1)
