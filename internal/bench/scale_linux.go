@@ -470,7 +470,7 @@ func sum(xs []uint64) uint64 {
 
 // MutexResult is what MutexScale measured.
 type MutexResult struct {
-	Procs    int
+	Procs    int           // processes on the lock
 	Duration time.Duration // from the start to the stop
 	Counts   []uint64      // each process's acquisitions
 	Total    uint64        // the sum of Counts
@@ -535,13 +535,13 @@ func (c *Scale) MutexScale(procs int, d time.Duration) (MutexResult, error) {
 
 // RWResult is what RWScale measured.
 type RWResult struct {
-	Readers, Writers int
+	Readers, Writers int           // reader and writer processes
 	Duration         time.Duration // from the start to the stop
 	Hold, Pause      time.Duration // how long a writer holds the lock, and sleeps between writes
 
 	Reads      []uint64 // each reader's read locks
-	ReadFewest uint64
-	ReadMean   float64
+	ReadFewest uint64   // the fewest read locks of a reader
+	ReadMean   float64  // the mean read locks of a reader
 	Writes     []uint64 // each writer's write locks
 
 	// The writers' waits for the lock, from the call to the acquisition,
@@ -609,7 +609,7 @@ func (c *Scale) RWScale(readers, writers int, d time.Duration) (RWResult, error)
 
 // ManualResult is what ManualRelease measured.
 type ManualResult struct {
-	Procs, Rounds int
+	Procs, Rounds int             // waiters, and how many times one Set released them all
 	Settle        time.Duration   // how long the waiters had to fall asleep before each Set
 	First, Last   []time.Duration // each round: from the Set to the first, and the last, waiter's return
 	Released      []int           // each round: how many waiters were released
@@ -699,14 +699,14 @@ func (c *Scale) ManualRelease(procs, rounds int) (ManualResult, error) {
 
 // AutoResult is what AutoReleases measured.
 type AutoResult struct {
-	Waiters, Sets int
+	Waiters, Sets int           // waiter processes, and Sets made
 	WaitTimeout   time.Duration // each waiter's WaitTimeout
 	Elapsed       time.Duration // from the first Set to the last one taken
 	Releases      uint64        // waits that returned nil, counted by the waiters
 	PerWaiter     []uint64      // each waiter's
 	Fewest        uint64        // the fewest releases of a waiter
-	Mean          float64
-	Timeouts      uint64 // WaitTimeouts that expired (expected: waiters idle between Sets)
+	Mean          float64       // the mean releases of a waiter
+	Timeouts      uint64        // WaitTimeouts that expired (expected: waiters idle between Sets)
 }
 
 // Check reports whether every Set released exactly one wait.
