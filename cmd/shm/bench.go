@@ -28,7 +28,7 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		args:    "[-quick] [-trips N] [-locks-only] [-queue-only] [-log-only] [-queue-scale N]",
+		args:    "[-quick] [-trips N] [-locks-only] [-queue-only] [-log-only] [-queue-scale N] [-scale [-scale-procs N] [-scale-time D]]",
 		summary: "measure locks, events, queues, logs and cells against sync, pipes, sockets, futex, spin and copy baselines",
 		help: `
 Measures, in this process and in worker processes of this program:
@@ -64,6 +64,25 @@ Measures, in this process and in worker processes of this program:
     Load of a 64-byte value against copy() of 64 bytes into and out of a
     segment (2x at most).
 
+With -scale, only the scale section, which is long (four scenarios of
+-scale-time each, 10s by default, plus a baseline as long): -scale-procs
+processes (64 by default) on one lock or event, each figure with its target:
+
+  - a Mutex that every process locks in a loop, incrementing a shared
+    counter: total acquisitions per second against 2 processes (measured
+    in the same run, half before and half after; 0.5x at least), the
+    fewest acquisitions of any process against the mean (0.25x at least),
+    and the counter against the sum of the processes' counts (equal);
+  - an RWMutex with as many reader processes looping RLock/RUnlock and 2
+    writers (each holds it 2µs and sleeps 1ms between writes): a writer's
+    wait for the lock at p50, p99 (50ms at most) and max, every writer and
+    every reader getting in, and no holder ever finding a writer inside;
+  - one ManualEvent Set releasing every process asleep in its Wait: the
+    time from the Set to the first and to the last return (CLOCK_MONOTONIC,
+    median over rounds), and all of them released every round;
+  - an AutoEvent with every process waiting in a WaitTimeout loop, Set
+    10000 times, each Set once the last was taken: exactly 10000 releases.
+
 The machine is shared, so every figure is a ratio against a baseline
 measured in the same run, the kinds taking turns in chunks. "spin0" rows run
 both processes with SetSpin(0): waiters sleep in the kernel at once.`,
@@ -74,6 +93,10 @@ both processes with SetSpin(0): waiters sleep in the kernel at once.`,
 			fs.Bool("log-only", false, "measure the Log and the Cell only")
 			fs.Bool("locks-only", false, "measure the locks and events only (no Queue, Log or Cell)")
 			fs.Int("queue-scale", 1, "run the Queue's measurements `N` times longer")
+			fs.Bool("scale", false, "measure many processes on one lock or event only (long: see -scale-time)")
+			fs.Int("scale-procs", 64, "with -scale: `N` processes on the lock or event")
+			fs.Duration("scale-time", 10*time.Second, "with -scale: each timed scenario's length `D`")
+			fs.String("scale-worker", "", "internal: with -helper, be scale worker N of segment `NAME`")
 			fs.String("peer", "", "internal: answer round trips on segment `NAME`")
 			fs.Int("helper", 0, "internal: with -peer, be producer process `N` of the queue measurements")
 			fs.Bool("one-cpu", false, "internal: run the round trips here (started pinned) and print them as JSON")
@@ -178,6 +201,9 @@ func runBench(e *env, args []string) error {
 	if trips < 100 {
 		return usageErrorf("-trips must be at least 100")
 	}
+	if name := e.flags.Lookup("scale-worker").Value.String(); name != "" {
+		return bench.ServeScale(name, flagInt(e, "helper"))
+	}
 	if name := e.flags.Lookup("peer").Value.String(); name != "" {
 		if i := flagInt(e, "helper"); i != 0 {
 			return bench.ServeHelper(name, i)
@@ -200,11 +226,18 @@ func runBench(e *env, args []string) error {
 		}
 		return json.NewEncoder(e.stdout).Encode(res)
 	}
+	scale, err := scaleFlags(e, quick)
+	if err != nil {
+		return err
+	}
 
 	w := e.stdout
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(w, "shm bench: %d CPUs, GOMAXPROCS %d, %s, load average %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
 	fmt.Fprintln(w, "Ratios compare medians measured in this run, the kinds taking turns; lower is better (rates: higher).")
+	if scale != nil {
+		return scaleBench(w, *scale)
+	}
 	if queueOnly || logOnly {
 		if queueOnly {
 			if err := queueBench(w, newQueueCounts(quick, queueScale)); err != nil {

@@ -115,3 +115,56 @@ func TestBenchUsage(t *testing.T) {
 	shmCmd(t, "bench", "-trips", "5").want(t, 2)
 	shmCmd(t, "bench", "-queue-scale", "0").want(t, 2)
 }
+
+// TestBenchScale runs a short shm bench -scale (8 processes, 300 ms per
+// scenario): the scale section, every row with its figures and each target
+// said to hold or not, and nothing else.
+func TestBenchScale(t *testing.T) {
+	r := shmCmd(t, "bench", "-quick", "-scale", "-scale-procs", "8", "-scale-time", "300ms")
+	r.want(t, 0)
+	dur := `[0-9.]+(ns|µs|ms|s)`
+	ratio := `[0-9.]+`
+	held := ` +(held|missed)$`
+	for _, want := range []string{
+		`shm bench: \d+ CPUs`,
+		`Scale: 8 processes on one lock or event, 300ms per timed scenario`,
+		`(?m)^Mutex, 2 processes \(baseline\): acquisitions/s +` + ratio + ` [kM]?/s *$`,
+		`(?m)^Mutex, 8 processes: acquisitions/s +` + ratio + ` [kM]?/s *$`,
+		`(?m)^  throughput x 2 processes +` + ratio + ` +>= 0.50` + held,
+		`(?m)^  fewest acquisitions / mean +` + ratio + ` \(\d+ / \d+\) +>= 0.25` + held,
+		`(?m)^  shared counter == sum of the counts +\d+ +equal +held$`,
+		`(?m)^RWMutex, 8 readers, 2 writers *$`,
+		`(?m)^  writer wait p50 +` + dur + ` *$`,
+		`(?m)^  writer wait p99 +` + dur + ` +<= 50.0ms` + held,
+		`(?m)^  writer wait max +` + dur + ` *$`,
+		`(?m)^  writes, each writer +\d+, \d+ +> 0 each +held$`,
+		`(?m)^  reads per reader: fewest / mean +\d+ / \d+ \(` + ratio + `\) +> 0 each +held$`,
+		`(?m)^  reader wait max +` + dur + ` *$`,
+		`(?m)^  holders that found a writer inside +0 +0 +held$`,
+		`(?m)^ManualEvent, 8 waiters asleep, one Set, 3 rounds *$`,
+		`(?m)^  time to the first waiter's return \(median\) +` + dur + ` *$`,
+		`(?m)^  time to the last waiter's return \(median\) +` + dur + ` *$`,
+		`(?m)^  rounds that released all 8 +3 of 3 +every round +held$`,
+		`(?m)^AutoEvent, 8 waiters, 1000 Sets *$`,
+		`(?m)^  releases counted by the waiters +1000 +exactly 1000 +held$`,
+		`(?m)^  releases per waiter: fewest / mean +\d+ / ` + ratio + ` *$`,
+		`(?m)^Scale targets held: [0-9] of [0-9]$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(r.stdout) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	for _, other := range []string{"Uncontended", "Round trip between two processes", "Queue (64 KiB rings", "Log and Cell"} {
+		if strings.Contains(r.stdout, other) {
+			t.Errorf("-scale printed %q", other)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", r.stdout)
+	}
+	if strings.Contains(r.stdout, "NaN") || strings.Contains(r.stdout, "Inf") {
+		t.Errorf("a figure is not a number:\n%s", r.stdout)
+	}
+	shmCmd(t, "bench", "-scale", "-scale-procs", "1").want(t, 2)
+	shmCmd(t, "bench", "-scale", "-scale-time", "1ms").want(t, 2)
+}
