@@ -457,6 +457,9 @@ func (e *EventFD) wait(dl deadline) error {
 	key := unsafe.Pointer(&e.state)
 	spins := spinBudget(key) / efdSpinCost
 	for i := 0; i < spins; i++ {
+		if e.state.Load()&efdClosed != 0 {
+			return ErrClosed
+		}
 		ok, err := e.try()
 		if err != nil {
 			return err
@@ -482,6 +485,11 @@ func (e *EventFD) wait(dl deadline) error {
 		if err != nil {
 			return err
 		}
+		// Closed: leave a Set to the other processes' waiters (a read
+		// would take it).
+		if e.state.Load()&efdClosed != 0 {
+			return ErrClosed
+		}
 		if ready {
 			if e.manual {
 				return nil
@@ -489,9 +497,6 @@ func (e *EventFD) wait(dl deadline) error {
 			if ok, err := e.take(); err != nil || ok {
 				return err
 			}
-		}
-		if e.state.Load()&efdClosed != 0 {
-			return ErrClosed
 		}
 		if err := dl.expired(); err != nil {
 			return err
