@@ -63,10 +63,23 @@ import (
 //   - Before sleeping a waiter sets the waiters bit with a CAS on the value
 //     it saw, then sleeps only while the low word still equals that value;
 //     an unlock changes the owner field, so the sleep cannot miss it.
+//   - Lock keeps the readers bit of the word it takes (readers of an
+//     RWMutex may still sleep on it, see below).
 //   - Unlock: only by the owner. CAS from (self) to 0 when no flag is set;
 //     otherwise clear everything but inconsistent and, if the readers bit
 //     was set, wake every sleeper, else if the waiters bit was, wake one.
 //     Every sleeper is therefore either woken or sees a changed word.
+//     Where the kernel wakes selectively (futex.Selective: Linux), readers
+//     of an RWMutex sleep with readerBits, and an Unlock that finds both
+//     bits set keeps the readers bit and wakes one sleeper that is not a
+//     reader (wakeWriters), waking every sleeper only if there was none:
+//     the writer it wakes takes the lock next, so readers woken with it
+//     would only run to find it held again, and on a machine with more
+//     runnable processes than CPUs they took the CPUs the writer waited
+//     for (64 readers and 2 writers on 2 CPUs: a writer's wait fell from
+//     15-60 to 8-13 ms at the median, and from 320-400 to 210-280 ms at
+//     p99). The readers sleep on until a writer's Unlock finds no other
+//     writer asleep, or their own slices end (see RWMutex).
 //   - Give-up: a waiter that slept and leaves without the lock (deadline,
 //     cancellation) may have been the one sleeper an Unlock woke. So it
 //     wakes another if the lock is free, or sets the waiters bit if it is
@@ -100,6 +113,15 @@ const (
 	// mHeld tells a held lock: a token's low 24 bits are never 0, so
 	// these are nonzero exactly while someone holds the lock.
 	mHeld = mTokLow
+)
+
+// The futex bits of the sleepers on a lock word (futex.WaitBits): readers
+// of an RWMutex sleep with readerBits, so that an Unlock can wake a writer
+// (wakeWriters: every sleeper of futex.Wait has every bit) and leave them
+// asleep.
+const (
+	wakeWriters = 1
+	readerBits  = 2
 )
 
 // wordOf places an owner token in a lock word's owner bits.
@@ -179,7 +201,7 @@ func (m *Mutex) lockSlow(dl deadline, handOn int) (err error) {
 	for {
 		old := atomic.LoadUint64(&m.state)
 		if old&mHeld == 0 {
-			if atomic.CompareAndSwapUint64(&m.state, old, selfWord|waiters|old&mInconsistent) {
+			if atomic.CompareAndSwapUint64(&m.state, old, selfWord|waiters|old&(mInconsistent|mReaders)) {
 				if spinning {
 					spinWon(unsafe.Pointer(word))
 				}
@@ -289,8 +311,19 @@ func (m *Mutex) unlockSlow() {
 		if old&mOwnerMask != selfWord {
 			return // not ours
 		}
-		if atomic.CompareAndSwapUint64(&m.state, old, old&mInconsistent) {
+		// See "Unlock": with writers and readers of an RWMutex both
+		// asleep, wake one writer and let the readers sleep on.
+		nw := old & mInconsistent
+		selective := futex.Selective && old&(mWaiters|mReaders) == mWaiters|mReaders
+		if selective {
+			nw |= mReaders
+		}
+		if atomic.CompareAndSwapUint64(&m.state, old, nw) {
 			switch {
+			case selective:
+				if futex.WakeBits(lowHalf(&m.state), 1, wakeWriters) == 0 {
+					futex.Wake(lowHalf(&m.state), futex.All) // no writer asleep after all
+				}
 			case old&mReaders != 0:
 				futex.Wake(lowHalf(&m.state), futex.All)
 			case old&mWaiters != 0:

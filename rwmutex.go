@@ -90,7 +90,11 @@ import (
 // slot.) A reader leaving (RUnlock, or backing out) that sees w held bumps
 // drain and wakes the writer, which loaded drain before it looked at the
 // slots, so it never sleeps through the last reader leaving. Releasing w
-// wakes every sleeper on it when its readers bit is set.
+// wakes every sleeper on it when its readers bit is set, except that where
+// the kernel can tell them apart it wakes only a writer when one sleeps
+// too (see "Unlock" at Mutex): readers sleep with readerBits, at most
+// readerPatience, then turnLength/2, at a time (or a liveness slice), and
+// a writer that lets w go for a readers' turn wakes them all.
 //
 // Readers' turn: a writer that unlocks and locks again at once, or writers
 // that take w one after the other, could keep a reader out for ever (it
@@ -429,7 +433,7 @@ func (rw *RWMutex) rlockSlow(dl deadline) (err error) {
 		} else {
 			slice = min(slice, readerPatience-now.Sub(since))
 		}
-		err := dl.sleep(word, uint32(st), slice)
+		err := dl.sleepBits(word, uint32(st), slice, readerBits)
 		slept = true
 		if err != nil {
 			// Judge the writer once more before leaving, so that readers
@@ -601,8 +605,11 @@ func (rw *RWMutex) lockWait(dl deadline, held bool) error {
 		if !rw.turnActive() {
 			break
 		}
-		// Readers' turn: let them in, wait for it to end, try again.
+		// Readers' turn: let them in (waking them: an Unlock that finds a
+		// writer asleep leaves the readers asleep), wait for it to end,
+		// try again.
 		rw.w.Unlock()
+		futex.Wake(lowHalf(&rw.w.state), futex.All)
 		held = false
 		if err := rw.waitTurn(dl); err != nil {
 			return err

@@ -97,6 +97,12 @@ func (d *deadline) timeout() error {
 // a deadline, a context or a slice: the time left is computed once, and a
 // deadline already past ends the wait instead of becoming "no limit".
 func (d *deadline) sleep(addr *uint32, val uint32, slice time.Duration) error {
+	return d.sleepBits(addr, val, slice, 0)
+}
+
+// sleepBits is sleep with futex bits (futex.WaitBits; 0: every bit, as
+// futex.Wait).
+func (d *deadline) sleepBits(addr *uint32, val uint32, slice time.Duration, bits uint32) error {
 	t := slice
 	if d.stop != nil {
 		if d.stop.Load() {
@@ -126,7 +132,11 @@ func (d *deadline) sleep(addr *uint32, val uint32, slice time.Duration) error {
 	if t < 0 {
 		t = futex.Forever // no deadline, no context, no slice
 	}
-	futex.Wait(addr, val, t)
+	if bits != 0 {
+		futex.WaitBits(addr, val, t, bits)
+	} else {
+		futex.Wait(addr, val, t)
+	}
 	return d.expired()
 }
 

@@ -7,6 +7,9 @@
 // when the word changed, when the timeout passed, or spuriously. Callers
 // always re-check their condition in a loop and never rely on a wake-up
 // being for them. Wake(addr, n) wakes up to n sleepers on addr.
+// WaitBits and WakeBits do the same with a set of bits: where Selective
+// (Linux), WakeBits wakes only the sleepers whose bits meet its own, so
+// that one word can have kinds of sleepers that are woken apart.
 //
 // The word must be 4-byte aligned and inside a mapping shared by the
 // processes (a shm.Segment). Linux uses futex(2) without FUTEX_PRIVATE_FLAG.

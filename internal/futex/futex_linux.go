@@ -44,3 +44,45 @@ func Wake(addr *uint32, n int) int {
 	r, _, _ := syscall.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), opWake, uintptr(n), 0, 0, 0)
 	return int(r)
 }
+
+// FUTEX_WAIT_BITSET and FUTEX_WAKE_BITSET (shared, as above).
+const (
+	opWaitBitset = 9
+	opWakeBitset = 10
+)
+
+// Selective is whether WakeBits wakes only the sleepers whose bits meet
+// its own (Linux: FUTEX_WAKE_BITSET).
+const Selective = true
+
+// WaitBits is Wait for a sleeper that WakeBits wakes only when their bits
+// meet (bits must not be 0). Wake, and a WakeBits with every bit, wake it
+// as any other sleeper.
+func WaitBits(addr *uint32, val uint32, timeout time.Duration, bits uint32) error {
+	var e syscall.Errno
+	if timeout >= 0 {
+		// FUTEX_WAIT_BITSET takes a deadline on CLOCK_MONOTONIC.
+		var now unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
+			return err
+		}
+		ts := unix.NsecToTimespec(now.Nano() + int64(timeout))
+		_, _, e = syscall.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), opWaitBitset, uintptr(val), uintptr(unsafe.Pointer(&ts)), 0, uintptr(bits))
+	} else {
+		_, _, e = syscall.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), opWaitBitset, uintptr(val), 0, 0, uintptr(bits))
+	}
+	switch e {
+	case 0, unix.EAGAIN, unix.EINTR:
+		return nil
+	case unix.ETIMEDOUT:
+		return ErrTimeout
+	}
+	return e
+}
+
+// WakeBits wakes up to n sleepers on addr whose bits meet bits (every
+// sleeper of Wait has every bit) and returns how many it woke.
+func WakeBits(addr *uint32, n int, bits uint32) int {
+	r, _, _ := syscall.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), opWakeBitset, uintptr(n), 0, 0, uintptr(bits))
+	return int(r)
+}
