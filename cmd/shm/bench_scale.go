@@ -140,6 +140,7 @@ func scaleBench(w io.Writer, c scaleCounts) error {
 	add("  writer wait p50", fmtDur(rw.WaitP50), "", false)
 	add("  writer wait p99", fmtDur(rw.WaitP99), "<= "+fmtDur(targetWriterP99), rw.WaitP99 <= targetWriterP99)
 	add("  writer wait max", fmtDur(rw.WaitMax), "", false)
+	add(fmt.Sprintf("  writer's %v sleep between writes, overrun p50 / p99 (the scheduler's floor)", rw.Pause), fmtDur(rw.NapP50)+" / "+fmtDur(rw.NapP99), "", false)
 	writesIn := true
 	var ws []string
 	for _, n := range rw.Writes {

@@ -127,6 +127,7 @@ type scaleShared struct {
 
 	proc [MaxScaleWorkers]scaleProc
 	hist [maxScaleWriters]waitHist
+	naps [maxScaleWriters]waitHist // how late each writer's rwPause sleeps ended
 }
 
 // scaleProc is one worker's cache line.
@@ -374,6 +375,7 @@ func (c *Scale) prepare(kind uint32, procs, writers int) (uint32, error) {
 	}
 	for i := range s.hist {
 		s.hist[i] = waitHist{}
+		s.naps[i] = waitHist{}
 	}
 	cmd := c.command(kind, procs, writers)
 	if err := c.awaitCount(&s.ready.v, uint32(n), timeout, "ready"); err != nil {
@@ -549,6 +551,11 @@ type RWResult struct {
 	WaitP50, WaitP99, WaitMax time.Duration
 	Waits                     uint64 // how many
 
+	// How late the writers' sleeps of Pause between writes ended, together:
+	// how long the same processes, in the same run, wait for a CPU after
+	// a wake-up that no lock is involved in (the scheduler's floor).
+	NapP50, NapP99 time.Duration
+
 	// The readers' longest wait for a read lock (timed when a TryRLock
 	// failed), from the call of RLock to its return.
 	ReadWaitMax time.Duration
@@ -598,6 +605,10 @@ func (c *Scale) RWScale(readers, writers int, d time.Duration) (RWResult, error)
 	}
 	r.WaitP50, r.WaitP99 = quantile(hs, 0.50), quantile(hs, 0.99)
 	r.WaitMax = quantile(hs, 1)
+	for i := range hs {
+		hs[i] = &c.s.naps[i]
+	}
+	r.NapP50, r.NapP99 = quantile(hs, 0.50), quantile(hs, 0.99)
 	for i := 0; i < readers; i++ {
 		r.ReadWaitMax = max(r.ReadWaitMax, time.Duration(atomic.LoadInt64(&c.s.proc[i].maxWait)))
 	}
@@ -994,7 +1005,9 @@ func (w *scaleRun) writer(i int) error {
 		h.add(t1 - t0)
 		n++
 		atomic.StoreUint64(&p.count, n)
+		t2 := monotonic()
 		time.Sleep(rwPause)
+		w.s.naps[i].add(max(monotonic()-t2-int64(rwPause), 0))
 		if w.orphaned() {
 			return errOrphaned
 		}
