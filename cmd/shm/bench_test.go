@@ -24,7 +24,18 @@ func TestBenchQuick(t *testing.T) {
 		`AutoEvent Set\+Reset`,
 		`Round trip between two processes, 2000 per kind`,
 		`pinned to CPU 0`,
-		`Two processes contending for one Mutex, \d+ increments each: ` + ratio + ` ns per protected increment`,
+		`Processes contending for one lock, \d+ protected increments in all per kind`,
+		`(?m)^ +2 processes, Mutex +` + ratio + ` +` + ratio + ` +` + ratio + ` +` + ratio + ` *$`,
+		`(?m)^ +2 processes, raw futex mutex +` + ratio + ` +` + ratio + ` +1.00 +` + ratio + ` *$`,
+		`(?m)^ +4 processes, Mutex +` + ratio + ` +` + ratio + ` +` + ratio + ` +` + ratio + ` *$`,
+		`(?m)^ +4 goroutines, sync.Mutex +` + ratio + ` +- +` + ratio + ` +1.00 *$`,
+		`Targets \(round trips: the ratio of the medians, then of the means; both must hold\):`,
+		`(?m)^  RWMutex Lock\+Unlock, uncontended +` + ratio + ` x sync.RWMutex +\(target <= 1.10\) +(held|MISSED)$`,
+		`(?m)^  BusyAutoEvent round trip +` + ratio + ` / ` + ratio + ` x raw spin \(hardware floor\) +\(target <= 1.15\) +(held|MISSED)$`,
+		`(?m)^  AutoEvent round trip +` + ratio + ` / ` + ratio + ` x raw spin \(hardware floor\) +\(target <= 1.30\) +(held|MISSED)$`,
+		`(?m)^  Mutex hand-off round trip +` + ratio + ` / ` + ratio + ` x raw spin \(hardware floor\) +\(target <= 1.30\) +(held|MISSED)$`,
+		`(?m)^  EventFD \(auto\) round trip +` + ratio + ` / ` + ratio + ` x raw eventfd \(blocking read\) +\(target <= 1.20\) +(held|MISSED)$`,
+		`(?m)^  Mutex, 4 processes contending +` + ratio + ` x raw futex mutex +\(target <= 1.00\) +(held|MISSED)$`,
 		`AutoEvent.Wait +` + dur + ` CPU`,
 		`BusyAutoEvent.Wait +` + dur + ` CPU`,
 		`One-way latency, 64 bytes: .* raw spin round trip ` + dur,
@@ -45,9 +56,10 @@ func TestBenchQuick(t *testing.T) {
 	}
 	wantLogSection(t, r.stdout)
 	for _, row := range []string{"raw spin (hardware floor)", "raw futex (kernel floor)", "pipe pair", "Unix socket pair",
-		"AutoEvent spin0", "ManualEvent spin0", "AutoEvent", "ManualEvent", "BusyAutoEvent", "BusyManualEvent",
-		"EventFD (auto)", "Mutex hand-off", "Mutex hand-off spin0"} {
-		re := regexp.MustCompile(`(?m)^ +` + regexp.QuoteMeta(row) + ` +` + dur + ` +` + dur + `( +` + ratio + `){4}`)
+		"raw eventfd (blocking read)", "AutoEvent spin0", "ManualEvent spin0", "AutoEvent", "ManualEvent", "BusyAutoEvent",
+		"BusyManualEvent", "EventFD (auto)", "Mutex hand-off", "Mutex hand-off spin0"} {
+		// median, mean, p99, then x futex, x spin, x pipe, x unix, mean x spin
+		re := regexp.MustCompile(`(?m)^ +` + regexp.QuoteMeta(row) + ` +` + dur + ` +` + dur + ` +` + dur + `( +` + ratio + `){5}`)
 		if n := len(re.FindAllString(r.stdout, -1)); n != 2 {
 			t.Errorf("round-trip row %q appears %d times, want 2 (two CPUs, one CPU)", row, n)
 		}
