@@ -245,6 +245,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	spinBase := runner(b, p, "spin", bench.RawSpin, 0)
 	pipeBase := runner(b, p, "pipe", bench.Pipe, 0)
 	unixBase := runner(b, p, "unix", bench.UnixSocket, 0)
+	efdBase := runner(b, p, "raw-eventfd", bench.RawEventFD, 0)
 	kernel := []namedRun{futexBase, spinBase, pipeBase, unixBase}
 	cases := []struct {
 		name      string
@@ -256,13 +257,14 @@ func BenchmarkRoundTrip(b *testing.B) {
 		{"raw-futex", bench.RawFutex, 0, []namedRun{spinBase}},
 		{"pipe", bench.Pipe, 0, []namedRun{futexBase, spinBase}},
 		{"unix-socket", bench.UnixSocket, 0, []namedRun{futexBase, spinBase}},
+		{"raw-eventfd", bench.RawEventFD, 0, []namedRun{futexBase, spinBase}},
 		{"auto-spin0", bench.AutoEvent, 0, kernel},
 		{"manual-spin0", bench.ManualEvent, 0, kernel},
 		{"auto", bench.AutoEvent, -1, kernel},
 		{"manual", bench.ManualEvent, -1, kernel},
 		{"busy-auto", bench.BusyAutoEvent, -1, []namedRun{spinBase, futexBase}},
 		{"busy-manual", bench.BusyManualEvent, -1, []namedRun{spinBase, futexBase}},
-		{"eventfd", bench.EventFD, -1, kernel},
+		{"eventfd", bench.EventFD, -1, append([]namedRun{efdBase}, kernel...)},
 		{"mutex-handoff", bench.MutexHandoff, -1, []namedRun{spinBase, futexBase}},
 		{"mutex-handoff-spin0", bench.MutexHandoff, 0, []namedRun{spinBase, futexBase}},
 	}
@@ -289,7 +291,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 
 // BenchmarkMutexContended has this process and the peer increment one
 // counter under one Mutex, b.N times each; ns/op is per increment (of the
-// 2*b.N). The baseline is two goroutines doing the same under a sync.Mutex.
+// 2*b.N). The baselines are the same two processes under a raw futex
+// compare-and-swap mutex, and two goroutines under a sync.Mutex.
 func BenchmarkMutexContended(b *testing.B) {
 	p := startPeer(b)
 	contended := func(n int) time.Duration {
@@ -306,11 +309,17 @@ func BenchmarkMutexContended(b *testing.B) {
 	if b.N < 100 {
 		return
 	}
-	st, bt := make([]time.Duration, 0, ratioRounds), make([]time.Duration, 0, ratioRounds)
+	st, rt, bt := make([]time.Duration, 0, ratioRounds), make([]time.Duration, 0, ratioRounds), make([]time.Duration, 0, ratioRounds)
 	chunk := max(b.N/ratioRounds, 100)
 	for r := 0; r < ratioRounds; r++ {
 		st = append(st, contended(chunk))
+		_, el, err := p.Run(bench.RawContended, 0, chunk, 0, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rt = append(rt, el)
 		bt = append(bt, bench.SyncContended(chunk))
 	}
+	b.ReportMetric(float64(bench.Median(st))/float64(bench.Median(rt)), "x-raw-futex-mutex")
 	b.ReportMetric(float64(bench.Median(st))/float64(bench.Median(bt)), "x-sync.Mutex")
 }
