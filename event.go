@@ -295,7 +295,7 @@ func (e *ManualEvent) wait(dl deadline) (err error) {
 	}
 	spins := spinBudget(unsafe.Pointer(p))
 	for i := 0; i < spins; i++ {
-		if atomic.LoadUint32(p) != g {
+		if pollWord(p, i) != g {
 			spinWon(unsafe.Pointer(p))
 			return nil
 		}
@@ -346,7 +346,10 @@ func waitAuto(p *uint32, dl deadline) (err error) {
 	defer catchFault(&err, debug.SetPanicOnFault(true))
 	spins := spinBudget(unsafe.Pointer(p))
 	for i := 0; i < spins; i++ {
-		if atomic.LoadUint32(p)&evSet != 0 && tryTake(p) {
+		// A CAS first (see pollWord): it takes a set event with no other
+		// waiter registered in one access, the line arriving exclusive.
+		if i < ownPolls && atomic.CompareAndSwapUint32(p, evSet, 0) ||
+			atomic.LoadUint32(p)&evSet != 0 && tryTake(p) {
 			spinWon(unsafe.Pointer(p))
 			return nil
 		}
@@ -491,6 +494,27 @@ func (e *BusyManualEvent) WaitContext(ctx context.Context) (err error) {
 // IsSet reports whether the event is set.
 func (e *BusyManualEvent) IsSet() bool { return atomic.LoadUint32(&e.state)&evSet != 0 }
 
+// ownPolls is how many polls of a spin read the word for ownership.
+const ownPolls = 64
+
+// pollWord reads the word *p for the i-th poll of a spin. The first
+// ownPolls polls read it with an atomic add of 0, which brings the cache
+// line exclusive, as a write would: the waiter's next step after the word
+// changes is a write to it (a CAS that takes an auto-reset event, the
+// Reset of a manual one in a ping-pong), which then costs no second
+// transfer of the line. A plain load brings it shared, and the write then
+// waits for the other CPU to give it up: about 40 ns more per round trip
+// between two CPUs of this project's machine (a BusyAutoEvent round trip
+// 1.24-1.29x the raw spin's with loads, 1.00-1.14x with a CAS, in three
+// runs of each). Later polls are plain loads, so that waiters that wait
+// long, or many waiters, share the line instead of passing it around.
+func pollWord(p *uint32, i int) uint32 {
+	if i < ownPolls {
+		return atomic.AddUint32(p, 0)
+	}
+	return atomic.LoadUint32(p)
+}
+
 // busyTry polls the word with a plain load (so that pollers share the cache
 // line until it changes). An auto event is taken with a CAS; a manual event
 // is there once the word differs from g, its value when the wait started
@@ -518,6 +542,13 @@ func busyWaitSlow(p *uint32, auto bool, g uint32, dl deadline) (err error) {
 	spins := fullSpin()
 	for i := 0; i < spins && !dl.spinDone(i); i++ {
 		spinPause()
+		if i < ownPolls {
+			// See pollWord.
+			if auto && atomic.CompareAndSwapUint32(p, 1, 0) || !auto && pollWord(p, i) != g {
+				return nil
+			}
+			continue
+		}
 		if busyTry(p, auto, g) {
 			return nil
 		}
