@@ -63,8 +63,8 @@ import (
 //   - Before sleeping a waiter sets the waiters bit with a CAS on the value
 //     it saw, then sleeps only while the low word still equals that value;
 //     an unlock changes the owner field, so the sleep cannot miss it.
-//   - Lock keeps the readers bit of the word it takes (readers of an
-//     RWMutex may still sleep on it, see below).
+//   - Lock and TryLock keep the readers bit of the word they take (readers
+//     of an RWMutex may still sleep on it, see below).
 //   - Unlock: only by the owner. CAS from (self) to 0 when no flag is set;
 //     otherwise clear everything but inconsistent and, if the readers bit
 //     was set, wake every sleeper, else if the waiters bit was, wake one.
@@ -153,7 +153,7 @@ func (m *Mutex) TryLock() bool {
 		if old&mHeld != 0 {
 			return false
 		}
-		if atomic.CompareAndSwapUint64(&m.state, old, selfWord|old&(mInconsistent|mWaiters)) {
+		if atomic.CompareAndSwapUint64(&m.state, old, selfWord|old&(mInconsistent|mWaiters|mReaders)) {
 			return true
 		}
 	}
@@ -322,7 +322,11 @@ func (m *Mutex) unlockSlow() {
 			switch {
 			case selective:
 				if futex.WakeBits(lowHalf(&m.state), 1, wakeWriters) == 0 {
-					futex.Wake(lowHalf(&m.state), futex.All) // no writer asleep after all
+					// No writer asleep after all: wake the readers, and
+					// take the bit back unless the word moved on, so
+					// that later Unlocks need no system call.
+					futex.Wake(lowHalf(&m.state), futex.All)
+					atomic.CompareAndSwapUint64(&m.state, nw, nw&^mReaders)
 				}
 			case old&mReaders != 0:
 				futex.Wake(lowHalf(&m.state), futex.All)
