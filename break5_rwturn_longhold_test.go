@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -25,6 +26,7 @@ func TestBreak5RWTurnLongWriterHolds(t *testing.T) {
 			waitCount(t, &a.ready, 2, 20*time.Second)
 			time.Sleep(50 * time.Millisecond)
 			var worst, total time.Duration
+			var over time.Duration // a plain sleep's worst overshoot, in this process
 			const n = 12
 			for i := 0; i < n; i++ {
 				start := time.Now()
@@ -39,14 +41,21 @@ func TestBreak5RWTurnLongWriterHolds(t *testing.T) {
 				if d > worst {
 					worst = d
 				}
+				ps := time.Now()
 				time.Sleep(3 * time.Millisecond)
+				over = max(over, time.Since(ps)-3*time.Millisecond)
 			}
 			atomic.StoreInt32(&a.woken, 1)
 			for _, c := range cs {
 				c.wait(10 * time.Second)
 			}
-			t.Logf("holds of %v: longest read-lock wait %v, mean %v", hold, worst, total/n)
-			if limit := 3*hold + 25*time.Millisecond; worst > limit {
+			t.Logf("holds of %v: longest read-lock wait %v, mean %v; a plain sleep overshot by %v at worst", hold, worst, total/n, over)
+			limit := 3*hold + 25*time.Millisecond
+			if runtime.GOOS == "windows" {
+				// See wineSlack: Wine's scheduling, not the lock.
+				limit += 3 * over
+			}
+			if worst > limit {
 				t.Errorf("a reader waited %v for writers that each hold %v back to back (limit %v)", worst, hold, limit)
 			}
 		})

@@ -9,6 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/go-shm/shm/internal/futex"
 )
 
 // Regression tests of the reliability issue: waits that outlive their
@@ -108,7 +111,12 @@ func TestGiveUpPassesWakeOn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("timing trials")
 	}
-	_, _, a := newArea(t)
+	_, seg, a := newArea(t)
+	// The probe's words, in the same segment (past the area), so that
+	// they are woken as the lock's word is (on Windows, shared words go
+	// through the package's own wake-up of other processes).
+	pw1 := (*uint32)(unsafe.Pointer(&seg.Bytes()[3072]))
+	pw2 := (*uint32)(unsafe.Pointer(&seg.Bytes()[3136]))
 	kinds := []struct {
 		name          string
 		lock          func()
@@ -125,7 +133,11 @@ func TestGiveUpPassesWakeOn(t *testing.T) {
 		const trials = 60
 		const d1 = 10 * time.Millisecond
 		var slow []time.Duration
+		probeSlow := 0 // trials where the same two wake-ups without the lock took as long
 		for i := 0; i < trials; i++ {
+			if wakeProbe(pw1, pw2, d1) > 5*time.Millisecond {
+				probeSlow++
+			}
 			k.lock()
 			start := time.Now()
 			w1 := make(chan struct{})
@@ -159,11 +171,49 @@ func TestGiveUpPassesWakeOn(t *testing.T) {
 			}
 		}
 		// One slow trial may be the machine; a lost wake-up costs up to a
-		// liveness slice, in a good share of the trials.
-		if len(slow) > 1 {
-			t.Errorf("%s: in %d of %d trials the second waiter got the free lock late: %v", k.name, len(slow), trials, slow)
+		// liveness slice, in a good share of the trials. Where the same
+		// chain of two wake-ups without the lock (wakeProbe) is itself late
+		// now and then (under Wine the lock was late in 8-16 of 60 trials,
+		// the lock code of the day before alike), twice as many slow trials
+		// as it had are allowed on top.
+		if allowed := 1 + 2*probeSlow; len(slow) > allowed {
+			t.Errorf("%s: in %d of %d trials the second waiter got the free lock late (the same two wake-ups without the lock were late in %d; %d allowed): %v", k.name, len(slow), trials, probeSlow, allowed, slow)
+		} else if probeSlow > 0 {
+			t.Logf("%s: %d of %d trials late, the two wake-ups without the lock late in %d", k.name, len(slow), trials, probeSlow)
 		}
 	}
+}
+
+// wakeProbe is TestGiveUpPassesWakeOn's measure of the machine, the same
+// chain of two wake-ups without the lock: a goroutine sleeps in the kernel
+// with a deadline of d1 (as the first waiter), another sleeps with none (as
+// the second); the first is woken about at its deadline and then wakes the
+// second, on two words of a segment. It returns the time from the first
+// wake-up to the second goroutine's return.
+func wakeProbe(w1, w2 *uint32, d1 time.Duration) time.Duration {
+	atomic.StoreUint32(w1, 0)
+	atomic.StoreUint32(w2, 0)
+	var back atomic.Int64
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		futex.Wait(w1, 0, d1)
+		atomic.StoreUint32(w2, 1)
+		futex.Wake(w2, 1)
+	}()
+	go func() {
+		for atomic.LoadUint32(w2) == 0 {
+			futex.Wait(w2, 0, time.Second)
+		}
+		back.Store(time.Now().UnixNano())
+		close(done)
+	}()
+	time.Sleep(time.Until(start.Add(d1 - 150*time.Microsecond + time.Duration(rand.N(200))*time.Microsecond)))
+	u := time.Now()
+	atomic.StoreUint32(w1, 1)
+	futex.Wake(w1, 1)
+	<-done
+	return time.Duration(back.Load() - u.UnixNano())
 }
 
 // TestAutoEventGiveUpKeepsSet: the one wake-up a Set of an auto event makes
