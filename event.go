@@ -515,21 +515,26 @@ func pollWord(p *uint32, i int) uint32 {
 	return atomic.LoadUint32(p)
 }
 
-// busyTry polls the word with a plain load (so that pollers share the cache
-// line until it changes). An auto event is taken with a CAS; a manual event
-// is there once the word differs from g, its value when the wait started
-// (with the set bit clear).
-func busyTry(p *uint32, auto bool, g uint32) bool {
-	v := atomic.LoadUint32(p)
+// busyTry is the i-th poll of a busy wait (i >= ownPolls after the spin).
+// An auto event is taken with a CAS: in the first ownPolls polls a CAS from
+// 1 to 0 straight away (see pollWord), later after a plain load, so that
+// pollers share the cache line until it changes. A manual event is there
+// once the word differs from g, its value when the wait started (with the
+// set bit clear).
+func busyTry(p *uint32, auto bool, g uint32, i int) bool {
 	if !auto {
-		return v != g
+		return pollWord(p, i) != g
 	}
+	if i < ownPolls {
+		return atomic.CompareAndSwapUint32(p, 1, 0)
+	}
+	v := atomic.LoadUint32(p)
 	return v != 0 && atomic.CompareAndSwapUint32(p, v, 0)
 }
 
 func busyWait(p *uint32, auto bool, dl deadline) error {
 	g := atomic.LoadUint32(p)
-	if !auto && g&evSet != 0 || busyTry(p, auto, g) {
+	if !auto && g&evSet != 0 || busyTry(p, auto, g, ownPolls) {
 		return nil
 	}
 	return busyWaitSlow(p, auto, g, dl)
@@ -542,14 +547,7 @@ func busyWaitSlow(p *uint32, auto bool, g uint32, dl deadline) (err error) {
 	spins := fullSpin()
 	for i := 0; i < spins && !dl.spinDone(i); i++ {
 		spinPause()
-		if i < ownPolls {
-			// See pollWord.
-			if auto && atomic.CompareAndSwapUint32(p, 1, 0) || !auto && pollWord(p, i) != g {
-				return nil
-			}
-			continue
-		}
-		if busyTry(p, auto, g) {
+		if busyTry(p, auto, g, i) {
 			return nil
 		}
 	}
@@ -563,11 +561,11 @@ func busyWaitSlow(p *uint32, auto bool, g uint32, dl deadline) (err error) {
 	sleep := time.Microsecond
 	var yieldEnd time.Time
 	for i := 0; ; i++ {
-		if busyTry(p, auto, g) {
+		if busyTry(p, auto, g, ownPolls) {
 			return nil
 		}
 		if err := dl.expired(); err != nil {
-			if busyTry(p, auto, g) {
+			if busyTry(p, auto, g, ownPolls) {
 				return nil
 			}
 			return err

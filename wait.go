@@ -361,15 +361,15 @@ func spinSlot(addr unsafe.Pointer) *atomic.Uint32 {
 // spinBudget returns how many times a waiter on addr polls before it
 // sleeps.
 func spinBudget(addr unsafe.Pointer) int {
-	limit := spinLimit.Load()
-	if limit <= 0 || !multiCPU.Load() {
+	full := fullSpin()
+	if full == 0 {
 		return 0
 	}
 	sh := spinSlot(addr).Load() & 0xff
 	if sh > 0 && rand.N(uint32(spinProbe)) == 0 {
 		sh = 0
 	}
-	return int(limit >> sh)
+	return full >> sh
 }
 
 // spinWon records that a waiter on addr got what it waited for while

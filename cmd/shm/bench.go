@@ -268,7 +268,7 @@ func runBench(e *env, args []string) error {
 	un := uncontended(w, ops)
 	targets = append(targets, target{what: "RWMutex Lock+Unlock, uncontended", ratios: []float64{un["RWMutex Lock+Unlock"] / un["sync.RWMutex Lock+Unlock"]}, limit: 1.1, of: "sync.RWMutex"})
 
-	fmt.Fprintf(w, "\nRound trip between two processes, %d per kind (each timed; the clock adds about 30 ns):\n", trips)
+	fmt.Fprintf(w, "\nRound trip between two processes, %d per kind (each timed: the clock's reading adds the same to every kind):\n", trips)
 	res, err := roundTrips(trips, false)
 	if err != nil {
 		return err
@@ -570,27 +570,27 @@ func contended(w io.Writer, n int) ([]target, error) {
 	var ts []target
 	for _, procs := range []int{2, 4} {
 		per := n / procs / rounds
+		// run runs one contended round of mode and checks the count.
+		run := func(what string, mode bench.Mode, spin int) (time.Duration, uint64, error) {
+			want := p.Counter() + uint64(per*procs)
+			_, el, err := p.RunJob(bench.Job{Mode: mode, Spin: spin, N: per, Producers: procs}, 0, nil)
+			if err == nil && p.Counter() != want {
+				err = fmt.Errorf("contended %s: the counter is %d, not %d", what, p.Counter(), want)
+			}
+			return el, p.Handovers(), err
+		}
 		var st, rt, bt []time.Duration
 		var sh, rh uint64
 		for r := 0; r < rounds; r++ {
-			want := p.Counter() + uint64(per*procs)
-			_, el, err := p.RunJob(bench.Job{Mode: bench.Contended, Spin: -1, N: per, Producers: procs}, 0, nil)
+			el, h, err := run("Mutex", bench.Contended, -1)
 			if err != nil {
 				return nil, err
 			}
-			if p.Counter() != want {
-				return nil, fmt.Errorf("contended Mutex: the counter is %d, not %d", p.Counter(), want)
-			}
-			st, sh = append(st, el), sh+p.Handovers()
-			want += uint64(per * procs)
-			_, el, err = p.RunJob(bench.Job{Mode: bench.RawContended, N: per, Producers: procs}, 0, nil)
-			if err != nil {
+			st, sh = append(st, el), sh+h
+			if el, h, err = run("raw futex mutex", bench.RawContended, 0); err != nil {
 				return nil, err
 			}
-			if p.Counter() != want {
-				return nil, fmt.Errorf("contended raw futex mutex: the counter is %d, not %d", p.Counter(), want)
-			}
-			rt, rh = append(rt, el), rh+p.Handovers()
+			rt, rh = append(rt, el), rh+h
 			bt = append(bt, bench.SyncContendedN(procs, per))
 		}
 		total := float64(per * procs)

@@ -57,29 +57,21 @@ func rawUnlock(w *uint32) {
 
 // efdWrite adds 1 to the blocking eventfd fd; efdRead reads it (blocking
 // until it is nonzero): the raw eventfd baseline, one system call a side.
-func efdWrite(fd int) {
-	one := uint64(1)
-	for {
-		_, _, e := unix.Syscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&one)), 8)
-		if e != unix.EINTR {
-			if e != 0 {
-				panic(fmt.Sprintf("bench: eventfd write: %v", e))
-			}
-			return
-		}
-	}
-}
+func efdWrite(fd int) { efdCall(fd, unix.SYS_WRITE, 1) }
+func efdRead(fd int)  { efdCall(fd, unix.SYS_READ, 0) }
 
-func efdRead(fd int) {
-	var v uint64
+// efdCall makes the 8-byte read or write (trap) of v on fd, again after a
+// signal.
+func efdCall(fd int, trap uintptr, v uint64) {
 	for {
-		_, _, e := unix.Syscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&v)), 8)
-		if e != unix.EINTR {
-			if e != 0 {
-				panic(fmt.Sprintf("bench: eventfd read: %v", e))
-			}
-			return
+		_, _, e := unix.Syscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&v)), 8)
+		if e == unix.EINTR {
+			continue
 		}
+		if e != 0 {
+			panic(fmt.Sprintf("bench: eventfd: %v", e))
+		}
+		return
 	}
 }
 
